@@ -1,0 +1,51 @@
+"""Running one job: build the context from a resolved config, dispatch the task, save results.
+
+``run.py`` (the Hydra entry point) passes in what it read from Hydra; this module never reads
+Hydra's global state, so tests and other launchers can call :func:`run_job` directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from landscape_exp.tasks import get_task
+from landscape_exp.tasks.common import RunContext, resolve_device, write_json
+from landscape_exp.tracking import make_tracker
+
+
+def run_job(cfg: DictConfig, *, output_dir: str | Path, job: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``cfg.task.name`` with outputs under ``output_dir``; returns the task's summary.
+
+    The summary is written to ``<output_dir>/summary.json`` before it goes to the tracker.
+    """
+    job = dict(job or {})
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    task_name = str(cfg.task.name)
+    task = get_task(task_name)
+    device = resolve_device(cfg.get("device"))
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    tags = [task_name, str(cfg.model.get("name", "")), str(cfg.dataset.get("name", ""))]
+    tracker = make_tracker(
+        container.get("logger") or {}, run_dir=out, config=container, job_type=task_name,
+        name=job.get("name"), group=job.get("group"), tags=[t for t in tags if t],
+    )
+    ctx = RunContext(cfg=cfg, out_dir=out, device=device, tracker=tracker, job=job)
+    t0 = time.perf_counter()
+    try:
+        summary = task(ctx)
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    summary = dict(summary)
+    summary["wall_seconds"] = time.perf_counter() - t0
+    write_json(out / "summary.json", summary)
+    tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    tracker.finish()
+    return summary

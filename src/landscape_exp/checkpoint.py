@@ -1,0 +1,110 @@
+"""Checkpoints: a state_dict plus the resolved model config, so a file alone rebuilds its model.
+
+Files are written atomically and always read with ``torch.load(..., weights_only=True)``: a
+checkpoint is data, never code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from landscape_exp.errors import UserError
+from landscape_exp.models import build_model
+
+FORMAT = "landscape-exp/checkpoint/v1"
+
+
+def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    """Write ``payload`` (must hold ``state_dict`` and ``model_cfg``) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dict(payload)
+    data.setdefault("format", FORMAT)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(data, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; every failure is one line naming the file."""
+    p = Path(str(path)).expanduser()
+    if not p.exists():
+        raise UserError(f"checkpoint {str(p)!r} does not exist")
+    if not p.is_file():
+        raise UserError(f"checkpoint {str(p)!r} is not a file")
+    try:
+        data = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"checkpoint {str(p)!r} was refused: it holds objects other than tensors and plain data, "
+            f"which could run code when loaded ({first[:160]})"
+        ) from None
+    except Exception as e:  # truncated zip, not a torch file, permissions...
+        raise UserError(f"checkpoint {str(p)!r} is unreadable ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
+    if isinstance(data, dict) and "state_dict" not in data and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        # A bare state_dict (e.g. from another tool): usable when the model comes from config.
+        data = {"state_dict": data}
+    if not isinstance(data, dict) or "state_dict" not in data:
+        raise UserError(f"checkpoint {str(p)!r} has no 'state_dict' entry")
+    return data
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise one clear line if ``state_dict`` does not fit ``model`` (names the keys)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {few(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches: {few(shapes)}")
+        raise UserError(f"{source} does not fit the model: " + "; ".join(parts))
+
+
+def model_from_checkpoint(
+    ckpt: Mapping[str, Any], source: str, model_cfg: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """Rebuild a checkpoint's model (from its own config unless ``model_cfg`` is given) and load
+    its weights strictly; the model is returned in eval mode on the CPU."""
+    cfg = ckpt.get("model_cfg") if model_cfg is None else model_cfg
+    if cfg is None:
+        raise UserError(f"{source} carries no model config; choose the model with model=<name>")
+    model = build_model(cfg)
+    check_state_dict(model, ckpt["state_dict"], source)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+def load_model(
+    path: str | Path, model_cfg: Mapping[str, Any] | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint file and rebuild its model on ``device`` in eval mode."""
+    ckpt = load_checkpoint(path)
+    return model_from_checkpoint(ckpt, f"checkpoint {str(path)!r}", model_cfg).to(device), ckpt
+
+
+def config_hash(parts: Mapping[str, Any]) -> str:
+    """Stable short hash of a JSON-able config (the checkpoint cache key)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

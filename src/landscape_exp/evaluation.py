@@ -1,0 +1,74 @@
+"""Loss and accuracy of a model over a device-resident split: the surface engine's inner loop.
+
+No host synchronisation inside the batch loop: sums accumulate on the device and are read once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landscape_exp.data import DeviceData
+from landscape_exp.errors import choice_error
+from landscape_exp.precision import Precision, precision_context
+
+LOSSES = ("crossentropy", "mse")
+
+
+def summed_loss(logits: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
+    """Sum over the batch of per-sample losses, in fp32.
+
+    ``mse`` follows the original tool: mean squared error between softmax(logits) and one-hot
+    targets, averaged over classes for each sample.
+    """
+    logits = logits.float()
+    if loss == "crossentropy":
+        return F.cross_entropy(logits, targets, reduction="sum")
+    if loss == "mse":
+        onehot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+        return F.mse_loss(F.softmax(logits, dim=1), onehot, reduction="sum") / logits.shape[1]
+    raise choice_error("loss", loss, LOSSES)
+
+
+def mean_loss_fn(loss: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Per-batch mean of the same loss, for training and Hessian-vector products."""
+    if loss not in LOSSES:
+        raise choice_error("loss", loss, LOSSES)
+    return lambda logits, targets: summed_loss(logits, targets, loss) / targets.shape[0]
+
+
+@torch.no_grad()
+def evaluate_sums(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    data: DeviceData,
+    *,
+    loss: str = "crossentropy",
+    batch_size: int = 1024,
+    precision: Precision = Precision(),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Device tensors (summed loss, number correct) over the whole split."""
+    total = torch.zeros((), dtype=torch.float64, device=data.device)
+    correct = torch.zeros((), dtype=torch.int64, device=data.device)
+    with precision_context(precision, data.device):
+        for x, y in data.batches(batch_size):
+            logits = model(x)
+            total += summed_loss(logits, y, loss).double()
+            correct += (logits.argmax(dim=1) == y).sum()
+    return total, correct
+
+
+def evaluate(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    data: DeviceData,
+    *,
+    loss: str = "crossentropy",
+    batch_size: int = 1024,
+    precision: Precision = Precision(),
+) -> tuple[float, float]:
+    """(mean loss, accuracy in percent) over ``data``; the model should be in eval mode."""
+    total, correct = evaluate_sums(model, data, loss=loss, batch_size=batch_size, precision=precision)
+    n = len(data)
+    return float(total) / n, 100.0 * float(correct) / n

@@ -1,0 +1,268 @@
+"""The HDF5 surface file: the original tool's layout, written so a killed run loses nothing.
+
+Layout (readable by the original ``plot_1D.py``/``plot_2D.py``): ``xcoordinates`` (and
+``ycoordinates``), one dataset per metric (``train_loss``, ``train_acc``, ``test_loss``,
+``test_acc``; accuracy in percent) of shape ``(nx,)`` or ``(ny, nx)`` with ``Z[j, i] = f(x_i, y_j)``,
+``-1`` where a point is not computed yet, and a ``done`` mask (authoritative: a computed loss may
+be NaN or infinite and is stored as such). Attributes hold the resolved config, the direction
+file, seeds, package versions and a fingerprint of everything that determines the values.
+
+Durability: each computed point is appended to a journal (``<file>.journal``, one JSON line, a
+single ``write``) before the next point starts; the HDF5 file itself is only ever replaced
+atomically (write a temporary file, then rename), every few seconds and at the end. A process
+killed at any moment leaves a readable HDF5 file plus a journal that the next run replays. A lock
+file keeps two processes from writing the same surface.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from landscape_exp.errors import UserError
+from landscape_exp.grid import Axis, Grid
+
+NOT_DONE = -1.0
+
+
+def metric_names(splits: Sequence[str], quantities: Sequence[str] = ("loss", "acc")) -> list[str]:
+    return [f"{s}_{q}" for s in splits for q in quantities]
+
+
+def fingerprint_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [k for k in keys if json.dumps(old.get(k), sort_keys=True, default=str) != json.dumps(new.get(k), sort_keys=True, default=str)]
+
+
+def read_grid(f: h5py.File) -> Grid:
+    def axis(name: str) -> Axis:
+        c = np.asarray(f[name][()], dtype=np.float64)
+        return Axis(float(c[0]), float(c[-1]), int(len(c)))
+
+    return Grid(axis("xcoordinates"), axis("ycoordinates") if "ycoordinates" in f else None)
+
+
+class SurfaceFile:
+    """A resumable surface result over ``grid``, optionally restricted to a subset of points
+    (``indices``: a shard). Use as a context manager; ``record`` each point as it completes."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        grid: Grid,
+        metrics: Sequence[str],
+        *,
+        fingerprint: Mapping[str, Any],
+        attrs: Mapping[str, Any] | None = None,
+        indices: Iterable[int] | None = None,
+        flush_seconds: float = 5.0,
+        extra_datasets: Mapping[str, Any] | None = None,
+    ):
+        self.path = Path(path)
+        self.grid = grid
+        self.metrics = list(metrics)
+        self.fingerprint = dict(fingerprint)
+        self.attrs = dict(attrs or {})
+        self.indices = list(range(grid.size)) if indices is None else sorted(set(int(i) for i in indices))
+        self.flush_seconds = flush_seconds
+        self.extra_datasets = dict(extra_datasets or {})
+        self.values = {m: np.full(grid.size, NOT_DONE) for m in self.metrics}
+        self.done = np.zeros(grid.size, dtype=bool)
+        self.journal = self.path.with_name(self.path.name + ".journal")
+        self._lock_fd: int | None = None
+        self._journal_fd: int | None = None
+        self._last_flush = 0.0
+        self._dirty = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def __enter__(self) -> "SurfaceFile":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            if self.path.exists():
+                self._load_existing()
+            self._replay_journal()
+            self._write_h5()  # the file is on disk (with any replayed points) before work starts
+            self._journal_fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def close(self) -> None:
+        try:
+            if self._journal_fd is not None:
+                self.flush(force=True)
+                os.close(self._journal_fd)
+                self._journal_fd = None
+        finally:
+            self._unlock()
+
+    def _lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(
+                f"surface file {str(self.path)!r} is being written by another process (lock "
+                f"{str(lock_path)!r} is held); wait for it or choose another output"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- reading ------------------------------------------------------------------------------
+    def _load_existing(self) -> None:
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise UserError(
+                f"surface file {str(self.path)!r} exists but is unreadable or corrupt ({e}); it was "
+                f"left untouched: move it away to recompute, or rebuild it from shard files with task=merge"
+            ) from None
+        with f:
+            old = json.loads(f.attrs.get("fingerprint", "{}"))
+            diff = fingerprint_diff(old, self.fingerprint)
+            if diff:
+                raise UserError(
+                    f"surface file {str(self.path)!r} was made with a different config (differs in: "
+                    f"{', '.join(diff)}); nothing was changed: choose another output or delete it"
+                )
+            if read_grid(f).shape != self.grid.shape:
+                raise UserError(f"surface file {str(self.path)!r} has another grid shape; nothing was changed")
+            done = np.asarray(f["done"][()], dtype=bool).ravel() if "done" in f else None
+            for m in self.metrics:
+                if m in f:
+                    v = np.asarray(f[m][()], dtype=np.float64).ravel()
+                    self.values[m] = v.copy()
+            if done is None:  # a file from the original tool: -1 marks what is missing
+                done = np.all([self.values[m] != NOT_DONE for m in self.metrics], axis=0)
+            self.done = done.copy()
+
+    def _replay_journal(self) -> None:
+        if not self.journal.exists():
+            return
+        with open(self.journal, "rb") as fh:
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    break  # a record cut short by a kill: its point is simply recomputed
+                try:
+                    rec = json.loads(raw)
+                    k = int(rec["k"])
+                    vals = rec["v"]
+                except (ValueError, KeyError, TypeError):
+                    break
+                if 0 <= k < self.grid.size and set(vals) <= set(self.metrics):
+                    for m, v in vals.items():
+                        self.values[m][k] = float(v)
+                    self.done[k] = True
+                    self._dirty = True
+
+    # -- progress -----------------------------------------------------------------------------
+    def pending(self) -> list[int]:
+        return [k for k in self.indices if not self.done[k]]
+
+    @property
+    def num_done(self) -> int:
+        return int(self.done[self.indices].sum())
+
+    def record(self, k: int, values: Mapping[str, float]) -> None:
+        """Store point ``k``; durable (journaled) when this returns."""
+        vals = {m: float(values[m]) for m in self.metrics}
+        for m, v in vals.items():
+            self.values[m][k] = v
+        self.done[k] = True
+        assert self._journal_fd is not None, "SurfaceFile is not open"
+        os.write(self._journal_fd, (json.dumps({"k": int(k), "v": vals}) + "\n").encode())
+        self._dirty = True
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        if not (self._dirty or force):
+            return
+        self._write_h5()
+        if self._journal_fd is not None:
+            os.ftruncate(self._journal_fd, 0)
+        self._dirty = False
+
+    # -- writing ------------------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {m: v.reshape(self.grid.shape) for m, v in self.values.items()}
+
+    def _write_h5(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("xcoordinates", data=self.grid.x.coordinates)
+            if self.grid.y is not None:
+                f.create_dataset("ycoordinates", data=self.grid.y.coordinates)
+            for m, arr in self.arrays().items():
+                f.create_dataset(m, data=arr)
+            f.create_dataset("done", data=self.done.reshape(self.grid.shape).astype(np.uint8))
+            for name, data in self.extra_datasets.items():
+                f.create_dataset(name, data=data)
+            f.attrs["fingerprint"] = json.dumps(self.fingerprint, sort_keys=True, default=str)
+            f.attrs["num_done"] = int(self.done.sum())
+            f.attrs["num_points"] = int(self.grid.size)
+            for k, v in self.attrs.items():
+                f.attrs[k] = v if isinstance(v, (int, float, str, np.ndarray)) else json.dumps(v, default=str)
+            f.flush()
+            os.fsync(f.id.get_vfd_handle())
+        os.replace(tmp, self.path)
+        self._last_flush = time.monotonic()
+
+
+def read_surface(path: str | Path) -> dict[str, Any]:
+    """Everything in a surface file as numpy arrays (``x``, ``y``, metrics, ``done``, ``attrs``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"surface file {str(path)!r} does not exist")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise UserError(f"surface file {str(path)!r} is unreadable or corrupt ({e})") from None
+    out: dict[str, Any] = {"path": path}
+    with f:
+        if "xcoordinates" not in f:
+            raise UserError(f"{str(path)!r} is not a surface file (no xcoordinates)")
+        out["x"] = np.asarray(f["xcoordinates"][()])
+        out["y"] = np.asarray(f["ycoordinates"][()]) if "ycoordinates" in f else None
+        for name in f:
+            if name not in ("xcoordinates", "ycoordinates") and isinstance(f[name], h5py.Dataset):
+                out[name] = np.asarray(f[name][()])
+        out["attrs"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    if "done" not in out:
+        losses = [v for k, v in out.items() if k.endswith("_loss")]
+        out["done"] = np.all([v != NOT_DONE for v in losses], axis=0) if losses else None
+    else:
+        out["done"] = out["done"].astype(bool)
+    return out
+
+
+def finite_summary(values: np.ndarray, done: np.ndarray) -> dict[str, int]:
+    """Counts of computed, finite and non-finite points (NaN/inf are reported, never dropped)."""
+    v = values[done]
+    return {"computed": int(done.sum()), "finite": int(np.isfinite(v).sum()), "nonfinite": int((~np.isfinite(v)).sum())}
+

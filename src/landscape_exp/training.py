@@ -1,0 +1,186 @@
+"""Training with per-epoch checkpoints (needed for trajectories) and resume-on-rerun."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from landscape_exp.checkpoint import load_checkpoint, save_checkpoint
+from landscape_exp.data import DeviceData, ImageDataset, augment_batch
+from landscape_exp.errors import UserError, choice_error
+from landscape_exp.evaluation import evaluate, mean_loss_fn
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("step", "cosine", "constant")
+# The paper's step decay: x0.1 at epochs 150, 225 and 275 of 300.
+PAPER_MILESTONE_FRACTIONS = (150 / 300, 225 / 300, 275 / 300)
+
+
+def make_optimizer(params: Any, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    name = str(cfg.get("name", "sgd"))
+    lr, wd = float(cfg.get("lr", 0.1)), float(cfg.get("weight_decay", 0.0))
+    if lr <= 0:
+        raise UserError(f"optim.lr={lr} must be positive")
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=float(cfg.get("momentum", 0.9)),
+                               nesterov=bool(cfg.get("nesterov", False)), weight_decay=wd)
+    if name == "adam":
+        betas = tuple(float(b) for b in cfg.get("betas", (0.9, 0.999)))
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd)  # type: ignore[arg-type]
+    raise choice_error("optimizer", name, OPTIMIZERS)
+
+
+def milestones_for(cfg: Mapping[str, Any]) -> list[int]:
+    """Step-decay epochs: explicit ``milestones``, or the paper's proportions of ``epochs``."""
+    epochs = int(cfg.get("epochs", 1))
+    ms = cfg.get("milestones")
+    if ms is None:
+        return sorted({max(1, round(f * epochs)) for f in PAPER_MILESTONE_FRACTIONS})
+    return [int(m) for m in ms]
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: Mapping[str, Any]) -> torch.optim.lr_scheduler.LRScheduler:
+    kind = str(cfg.get("schedule", "step"))
+    if kind == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones_for(cfg), gamma=float(cfg.get("gamma", 0.1)))
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(cfg.get("epochs", 1))))
+    if kind == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    raise choice_error("learning-rate schedule", kind, SCHEDULES)
+
+
+def epoch_path(ckpt_dir: Path, epoch: int) -> Path:
+    return ckpt_dir / f"epoch_{epoch:03d}.pt"
+
+
+def list_epoch_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """Per-epoch checkpoints of a run, in epoch order."""
+    return sorted(Path(ckpt_dir).glob("epoch_*.pt"))
+
+
+def train_model(
+    model: nn.Module,
+    dataset: ImageDataset,
+    optim_cfg: Mapping[str, Any],
+    *,
+    run_dir: str | Path,
+    model_cfg: Mapping[str, Any],
+    device: torch.device,
+    seed: int = 0,
+    loss: str = "crossentropy",
+    augment: Mapping[str, Any] | None = None,
+    eval_batch_size: int = 1024,
+    train_hash: str = "",
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``model`` and checkpoint every epoch under ``run_dir/checkpoints``.
+
+    Rerunning in the same ``run_dir`` resumes from ``last.pt`` (model, optimizer, scheduler and
+    data-order RNG), so a killed run loses at most the epoch in progress. Returns a summary with
+    the history of per-epoch metrics and the final checkpoint path.
+    """
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    epochs = int(optim_cfg.get("epochs", 1))
+    batch_size = int(optim_cfg.get("batch_size", 128))
+    if epochs < 0 or batch_size < 1:
+        raise UserError(f"optim.epochs={epochs} must be >= 0 and optim.batch_size={batch_size} >= 1")
+    model.to(device)
+    opt = make_optimizer(model.parameters(), optim_cfg)
+    sched = make_scheduler(opt, optim_cfg)
+    gen = torch.Generator().manual_seed(int(seed))
+    loss_fn = mean_loss_fn(loss)
+    aug = dict(augment or {})
+    train_data = DeviceData(dataset.train, dataset.mean, dataset.std, device)
+    test_data = DeviceData(dataset.test, dataset.mean, dataset.std, device)
+    model_cfg = dict(model_cfg)
+
+    def payload(epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "model_cfg": model_cfg, "epoch": epoch, "metrics": metrics, "train_hash": train_hash,
+                "dataset": dataset.name}
+
+    history: list[dict[str, Any]] = []
+    start = 1
+    last = ckpt_dir / "last.pt"
+    if last.exists():
+        state = load_checkpoint(last)
+        if state.get("train_hash") != train_hash:
+            raise UserError(
+                f"{str(last)!r} belongs to another training config; use a new run directory or delete it"
+            )
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["rng"])
+        history = list(state.get("history", []))
+        start = int(state["epoch"]) + 1
+    else:
+        model.eval()
+        tr = evaluate(model, train_data, loss=loss, batch_size=eval_batch_size)
+        te = evaluate(model, test_data, loss=loss, batch_size=eval_batch_size)
+        m0 = {"epoch": 0, "train_loss": tr[0], "train_acc": tr[1], "test_loss": te[0], "test_acc": te[1], "lr": opt.param_groups[0]["lr"]}
+        history.append(m0)
+        save_checkpoint(epoch_path(ckpt_dir, 0), payload(0, m0))
+
+    n = len(train_data)
+    bar = tqdm(range(start, epochs + 1), desc="train", unit="epoch", disable=not progress, initial=start - 1, total=epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=gen).to(device)
+        run_loss = torch.zeros((), device=device, dtype=torch.float64)
+        run_correct = torch.zeros((), device=device, dtype=torch.int64)
+        seen = 0
+        for s in range(0, n, batch_size):
+            idx = perm[s : s + batch_size]
+            if len(idx) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+                continue  # BatchNorm cannot train on a batch of one
+            imgs = train_data.images[idx]
+            if aug.get("crop_padding", 0) or aug.get("hflip", False):
+                imgs = augment_batch(imgs, gen, crop_padding=int(aug.get("crop_padding", 0)), hflip=bool(aug.get("hflip", False)))
+            x, y = train_data.normalize(imgs), train_data.targets[idx]
+            logits = model(x)
+            batch_loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            opt.step()
+            run_loss += batch_loss.detach().double() * len(idx)
+            run_correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(idx)
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        model.eval()
+        te = evaluate(model, test_data, loss=loss, batch_size=eval_batch_size)
+        train_loss = float(run_loss) / max(seen, 1)
+        if not math.isfinite(train_loss):
+            bar.write(f"warning: training loss is {train_loss} at epoch {epoch}")
+        m = {"epoch": epoch, "train_loss": train_loss, "train_acc": 100.0 * float(run_correct) / max(seen, 1),
+             "test_loss": te[0], "test_acc": te[1], "lr": lr, "epoch_time": time.perf_counter() - t0}
+        history.append(m)
+        save_checkpoint(epoch_path(ckpt_dir, epoch), payload(epoch, m))
+        # last.pt is written after the epoch file so a resume never skips a per-epoch checkpoint.
+        state = payload(epoch, m)
+        state.update(optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=gen.get_state(), history=history)
+        save_checkpoint(last, state)
+        bar.set_postfix(loss=f"{train_loss:.4f}", test_acc=f"{te[1]:.1f}")
+        if on_epoch is not None:
+            on_epoch(m)
+    bar.close()
+
+    model.eval()
+    tr = evaluate(model, train_data, loss=loss, batch_size=eval_batch_size)
+    te = evaluate(model, test_data, loss=loss, batch_size=eval_batch_size)
+    final_metrics = {"epoch": epochs, "train_loss": tr[0], "train_acc": tr[1], "test_loss": te[0], "test_acc": te[1]}
+    final = save_checkpoint(ckpt_dir / "final.pt", payload(epochs, final_metrics))
+    return {"final_checkpoint": str(final), "history": history, "final": final_metrics}
