@@ -16,6 +16,14 @@ TASKS: dict[str, str] = {
     "interp1d": "surfaces:run",
     "plane": "surfaces:run",
     "plot": "plot:run",
+    "merge": "merge:run",
+    "hessian": "hessian:run",
+    "hessian_surface": "hessian:run_surface",
+    "hessian_trajectory": "hessian:run_trajectory",
+    "trajectory": "trajectory:run",
+    "connect": "connect:run",
+    "connect_eval": "connect:run_eval",
+    "compare": "compare:run",
 }
 
 

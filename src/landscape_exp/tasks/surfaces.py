@@ -14,6 +14,7 @@ from landscape_exp.checkpoint import load_checkpoint, model_from_checkpoint
 from landscape_exp.errors import UserError
 from landscape_exp.figures import render_surface
 from landscape_exp.grid import Grid, parse_grid
+from landscape_exp.sharding import check_shard, merge_shards, shard_indices, shard_path
 from landscape_exp.surface import compute_surface
 from landscape_exp.surface_file import SurfaceFile, finite_summary, metric_names, read_surface
 from landscape_exp.tasks.common import (
@@ -118,6 +119,23 @@ def make_directions(ctx: RunContext, model: torch.nn.Module, ckpt: dict, kind: s
     return dirs, info
 
 
+def shard_settings(ctx: RunContext) -> tuple[int, int]:
+    shard = ctx.cfg.get("shard") or {}
+    count, index = int(shard.get("count", 1)), int(shard.get("index", 0))
+    check_shard(count, index)
+    return count, index
+
+
+def surface_path(ctx: RunContext, shard_count: int) -> Path:
+    """``surf_file``, else the sweep directory's ``surface.h5`` for a sharded multirun (all shards
+    meet there), else ``<run dir>/surface.h5``."""
+    if ctx.cfg.get("surf_file"):
+        return Path(str(ctx.cfg.surf_file))
+    if shard_count > 1 and ctx.job.get("sweep_dir"):
+        return Path(str(ctx.job["sweep_dir"])) / "surface.h5"
+    return ctx.out_dir / "surface.h5"
+
+
 def run(ctx: RunContext) -> dict[str, Any]:
     cfg = ctx.cfg
     task = str(cfg.task.name)
@@ -152,15 +170,28 @@ def run(ctx: RunContext) -> dict[str, Any]:
         "dir_file": dinfo["dir_file"], "direction_info": dinfo, "cosine_similarity": "nan" if cos is None else cos,
         "config": ctx.container(cfg), "versions": versions(), "precision": precision.mode,
     }
-    surf_path = Path(str(cfg.surf_file)) if cfg.get("surf_file") else ctx.out_dir / "surface.h5"
-    store = SurfaceFile(surf_path, grid, metric_names(list(splits)), fingerprint=fingerprint, attrs=attrs,
-                        extra_datasets={"dir_file": dinfo["dir_file"]})
+    count, index = shard_settings(ctx)
+    surf_path = surface_path(ctx, count)
+    store_path = shard_path(surf_path, count, index) if count > 1 else surf_path
+    indices = shard_indices(grid.size, count, index) if count > 1 else None
+    store = SurfaceFile(store_path, grid, metric_names(list(splits)), fingerprint=fingerprint, attrs=attrs,
+                        indices=indices, extra_datasets={"dir_file": dinfo["dir_file"]})
     with store:
         todo = len(store.pending())
-        print(f"{task}: {grid.size} points ({store.num_done} already done, {todo} to compute) -> {surf_path}")
+        what = f"shard {index} of {count}: {len(store.indices)} of {grid.size}" if count > 1 else f"{grid.size}"
+        print(f"{task}: {what} points ({store.num_done} already done, {todo} to compute) -> {store_path}")
         stats = compute_surface(model, space, grid, store, splits, loss=str(cfg.eval.loss),
                                 batch_size=eval_batch_size(ctx), precision=precision, progress=ctx.progress,
                                 forward=forward)
+    if count > 1:
+        try:
+            merged = merge_shards(surf_path, count, require_complete=False)
+        except UserError as e:  # another shard is merging right now, or a shard is inconsistent
+            print(f"not merged yet: {e}")
+            merged = None
+        if merged is None:
+            return {"shard": index, "shard_count": count, "shard_file": str(store_path), **stats}
+        print(f"all {count} shards done: merged into {surf_path}")
     surface = read_surface(surf_path)
     summary = summarize(surface, grid, task)
     summary.update(stats)

@@ -1,0 +1,78 @@
+"""One surface split over many workers: disjoint balanced shards, each in its own file, and the
+merge that assembles them (explicit ``task=merge``, or automatic when the last shard finishes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from landscape_exp.errors import UserError
+from landscape_exp.surface_file import SurfaceFile, fingerprint_diff, read_grid, read_surface
+
+
+def check_shard(count: int, index: int) -> None:
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"bad shard: shard.count={count} shard.index={index}; need count >= 1 and 0 <= index < count")
+
+
+def shard_indices(size: int, count: int, index: int) -> list[int]:
+    """Flat grid points of shard ``index`` of ``count``: strided, so shard sizes differ by at most
+    one and every shard samples the whole plane (cost per point varies smoothly over the grid)."""
+    check_shard(count, index)
+    return list(range(index, size, count))
+
+
+def shard_path(surface_path: str | Path, count: int, index: int) -> Path:
+    p = Path(surface_path)
+    return p.with_name(f"{p.stem}.shard-{index:04d}-of-{count:04d}{p.suffix}")
+
+
+def shard_paths(surface_path: str | Path, count: int) -> list[Path]:
+    return [shard_path(surface_path, count, i) for i in range(count)]
+
+
+def merge_shards(surface_path: str | Path, count: int, *, require_complete: bool = True) -> Path | None:
+    """Assemble ``surface_path`` from its ``count`` shard files.
+
+    Every shard must exist, share the same fingerprint (config, checkpoint, directions, grid) and
+    have computed all of its points; otherwise nothing is written and the reason is raised (or,
+    with ``require_complete=False``, ``None`` is returned so the caller can wait for the rest).
+    """
+    surface_path = Path(surface_path)
+    paths = shard_paths(surface_path, count)
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        if not require_complete:
+            return None
+        raise UserError(f"cannot merge {str(surface_path)!r}: {len(missing)} shard file(s) missing, e.g. {missing[0]!r}")
+    shards = [read_surface(p) for p in paths]
+    fps = [json.loads(s["attrs"].get("fingerprint", "{}")) for s in shards]
+    for p, fp in zip(paths[1:], fps[1:]):
+        diff = fingerprint_diff(fps[0], fp)
+        if diff:
+            raise UserError(f"cannot merge: shard {str(p)!r} was made with a different config (differs in: {', '.join(diff)})")
+    import h5py
+
+    with h5py.File(paths[0], "r") as f:
+        grid = read_grid(f)
+    metrics = [k for k in shards[0] if k.endswith(("_loss", "_acc"))]
+    for i, s in enumerate(shards):
+        own = np.asarray(shard_indices(grid.size, count, i))
+        incomplete = int((~s["done"].ravel()[own]).sum())
+        if incomplete:
+            if not require_complete:
+                return None
+            raise UserError(f"cannot merge: shard {str(paths[i])!r} still has {incomplete} of {len(own)} points to compute; rerun it")
+    attrs = {k: v for k, v in shards[0]["attrs"].items() if k not in ("fingerprint", "num_done", "num_points")}
+    attrs["merged_from"] = json.dumps([str(p) for p in paths])
+    extra = {"dir_file": shards[0]["dir_file"]} if "dir_file" in shards[0] else None
+    out = SurfaceFile(surface_path, grid, metrics, fingerprint=fps[0], attrs=attrs, extra_datasets=extra)
+    with out:
+        for i, s in enumerate(shards):
+            flat = {m: s[m].ravel() for m in metrics}
+            for k in shard_indices(grid.size, count, i):
+                if not out.done[k]:
+                    out.record(k, {m: float(flat[m][k]) for m in metrics})
+    return surface_path
