@@ -72,3 +72,50 @@ def evaluate(
     total, correct = evaluate_sums(model, data, loss=loss, batch_size=batch_size, precision=precision)
     n = len(data)
     return float(total) / n, 100.0 * float(correct) / n
+
+
+@torch.no_grad()
+def evaluate_points_sums(
+    model: nn.Module,
+    stacked: dict[str, torch.Tensor],
+    data: DeviceData,
+    *,
+    loss: str = "crossentropy",
+    batch_size: int = 1024,
+    precision: Precision = Precision(),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed loss and number correct at ``P`` weight settings in one pass.
+
+    ``stacked`` maps tensor names (parameters and/or buffers) to ``(P, *shape)`` tensors; the
+    model is run with ``torch.func.functional_call`` under ``vmap`` over that leading dimension,
+    so small models fill the machine with several grid points per batch. Returns ``(P,)`` tensors.
+    """
+    from torch.func import functional_call, vmap
+
+    p = next(iter(stacked.values())).shape[0]
+
+    def one(weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, weights, (x,))
+
+    batched = vmap(one, in_dims=(0, None))
+    total = torch.zeros(p, dtype=torch.float64, device=data.device)
+    correct = torch.zeros(p, dtype=torch.int64, device=data.device)
+    with precision_context(precision, data.device):
+        for x, y in data.batches(batch_size):
+            logits = batched(stacked, x).float()  # (P, B, C)
+            flat = logits.reshape(-1, logits.shape[-1])
+            per = summed_loss_per_sample(flat, y.repeat(p), loss).view(p, -1)
+            total += per.sum(1).double()
+            correct += (logits.argmax(-1) == y.unsqueeze(0)).sum(1)
+    return total, correct
+
+
+def summed_loss_per_sample(logits: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
+    """Per-sample losses (same definitions as :func:`summed_loss`)."""
+    logits = logits.float()
+    if loss == "crossentropy":
+        return F.cross_entropy(logits, targets, reduction="none")
+    if loss == "mse":
+        onehot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+        return (F.softmax(logits, dim=1) - onehot).pow(2).mean(dim=1)
+    raise choice_error("loss", loss, LOSSES)

@@ -36,6 +36,7 @@ class WeightSpace:
         self.kind = kind
         self.names = [n for n, _ in named]
         float_idx = [i for i, (_, t) in enumerate(named) if t.is_floating_point()]
+        self.float_names = [named[i][0] for i in float_idx]
         self._targets = [named[i][1] for i in float_idx]
         self._origin = [t.detach().clone() for t in self._targets]
         self._dirs = []
@@ -48,6 +49,22 @@ class WeightSpace:
     @property
     def origin(self) -> list[torch.Tensor]:
         return self._origin
+
+    @property
+    def directions(self) -> list[list[torch.Tensor]]:
+        """The directions restricted to the float tensors, on the model's device."""
+        return self._dirs
+
+    def stacked_points(self, coeffs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weights at ``P`` points at once: ``{name: (P, *shape)}`` for ``coeffs`` of shape (P, k)."""
+        out = {}
+        for j, (name, o) in enumerate(zip(self.float_names, self._origin)):
+            t = o.unsqueeze(0).expand(coeffs.shape[0], *o.shape)
+            for kk, d in enumerate(self._dirs):
+                c = coeffs[:, kk].to(device=o.device, dtype=o.dtype).view(-1, *([1] * o.dim()))
+                t = t + c * d[j].unsqueeze(0)
+            out[name] = t
+        return out
 
     @torch.no_grad()
     def move_to(self, coeffs: Sequence[float]) -> None:

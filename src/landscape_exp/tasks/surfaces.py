@@ -182,7 +182,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         print(f"{task}: {what} points ({store.num_done} already done, {todo} to compute) -> {store_path}")
         stats = compute_surface(model, space, grid, store, splits, loss=str(cfg.eval.loss),
                                 batch_size=eval_batch_size(ctx), precision=precision, progress=ctx.progress,
-                                forward=forward)
+                                forward=forward, points_per_pass=int(cfg.eval.get("points_per_pass", 1)))
     if count > 1:
         try:
             merged = merge_shards(surf_path, count, require_complete=False)
