@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from landscape_exp.resources import check_writable
 from landscape_exp.tasks import get_task
 from landscape_exp.tasks.common import RunContext, resolve_device, write_json
 from landscape_exp.tracking import make_tracker
@@ -25,7 +26,7 @@ def run_job(cfg: DictConfig, *, output_dir: str | Path, job: Mapping[str, Any] |
     """
     job = dict(job or {})
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     task_name = str(cfg.task.name)
     task = get_task(task_name)
     device = resolve_device(cfg.get("device"))

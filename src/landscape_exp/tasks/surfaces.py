@@ -14,6 +14,7 @@ from landscape_exp.checkpoint import load_checkpoint, model_from_checkpoint
 from landscape_exp.errors import UserError
 from landscape_exp.figures import render_surface
 from landscape_exp.grid import Grid, parse_grid
+from landscape_exp.resources import check_surface_resources
 from landscape_exp.sharding import check_shard, merge_shards, shard_indices, shard_path
 from landscape_exp.surface import compute_surface
 from landscape_exp.surface_file import SurfaceFile, finite_summary, metric_names, read_surface
@@ -141,6 +142,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
     task = str(cfg.task.name)
     grid = grid_for(ctx)  # before any expensive work: a malformed grid fails at once
     kind, ignore = direction_settings(ctx)
+    count, index = shard_settings(ctx)
+    surf_path = surface_path(ctx, count)
+    check_surface_resources(grid.size, 2 * len(list(cfg.eval.splits)), surf_path, figures=bool(cfg.plot.enabled))
     dataset = dataset_for(ctx)
     ckpt_path = ensure_checkpoint(ctx)
     model, ckpt = load_for_analysis(ctx, ckpt_path, dataset)
@@ -170,8 +174,6 @@ def run(ctx: RunContext) -> dict[str, Any]:
         "dir_file": dinfo["dir_file"], "direction_info": dinfo, "cosine_similarity": "nan" if cos is None else cos,
         "config": ctx.container(cfg), "versions": versions(), "precision": precision.mode,
     }
-    count, index = shard_settings(ctx)
-    surf_path = surface_path(ctx, count)
     store_path = shard_path(surf_path, count, index) if count > 1 else surf_path
     indices = shard_indices(grid.size, count, index) if count > 1 else None
     store = SurfaceFile(store_path, grid, metric_names(list(splits)), fingerprint=fingerprint, attrs=attrs,
