@@ -1,0 +1,586 @@
+"""Spectral estimates of a symmetric operator known only through ``v -> H v``.
+
+Everything here takes an HVP callable ``matvec(v: Tensor) -> Tensor`` (e.g. a
+:class:`landscape_exp.hvp.HessianOperator`) and the dimension, and returns tensors/floats:
+
+* :func:`lanczos` - Lanczos tridiagonalisation with full re-orthogonalisation;
+* :func:`top_eigenpairs` - the k largest (``"LA"``) or smallest (``"SA"``) eigenpairs by our own
+  Lanczos, by ``scipy.sparse.linalg.eigsh`` or by power iteration with deflation;
+* :func:`extreme_eigenvalues` - ``(lambda_max, lambda_min)``, ``lambda_min`` via the shift
+  ``H - lambda_max I`` like the original tool's ``plot_hessian_eigen.py`` (or directly);
+* :func:`hutchinson_trace` - Hutchinson's trace estimate with its standard error;
+* :func:`slq_density` - the spectral density by stochastic Lanczos quadrature (Ghorbani et al.
+  2019; PyHessian's ``density``).
+
+Randomness comes only from the ``torch.Generator`` passed in, drawn on the generator's own device
+and then moved, so a seed gives the same probes on CPU and CUDA.  The vectors live on ``device``
+(default: the operator's ``device`` attribute if it has one, else CPU) in ``dtype`` (float64 by
+default; the small dense problems - tridiagonals, Ritz values - are always float64).  Whatever
+dtype the operator returns is cast to ``dtype``, so a float32 HVP can drive float64 algorithms.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from landscape_exp.errors import UserError, choice_error
+
+MatVec = Callable[[Tensor], Tensor]
+
+WHICH = ("LA", "SA")
+METHODS = ("lanczos", "eigsh", "power")
+MIN_METHODS = ("shift", "direct")
+PROBES = ("gaussian", "rademacher")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise UserError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _resolve_device(device: torch.device | str | None, matvec: MatVec) -> torch.device:
+    """``device`` if given, else the operator's own device (bound methods included), else CPU."""
+    if device is not None:
+        return torch.device(device)
+    for owner in (matvec, getattr(matvec, "__self__", None)):
+        dev = getattr(owner, "device", None)
+        if isinstance(dev, (torch.device, str)):
+            return torch.device(dev)
+    return torch.device("cpu")
+
+
+def _check_dtype(dtype: torch.dtype) -> torch.dtype:
+    if dtype not in (torch.float64, torch.float32):
+        raise UserError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
+    return dtype
+
+
+def _wrap(matvec: MatVec, dim: int, device: torch.device, dtype: torch.dtype) -> MatVec:
+    """``matvec`` with its output checked and cast to the working device/dtype."""
+
+    def mv(v: Tensor) -> Tensor:
+        w = matvec(v)
+        if w.shape != (dim,):
+            raise UserError(f"matvec returned shape {tuple(w.shape)} for a vector of length {dim}")
+        return w.detach().to(device=device, dtype=dtype)
+
+    return mv
+
+
+def _randn(dim: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(dim, generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
+def _rademacher(dim: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
+    gen_device = generator.device if generator is not None else device
+    bits = torch.randint(0, 2, (dim,), generator=generator, device=gen_device)
+    return (2 * bits - 1).to(device=device, dtype=dtype)
+
+
+def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
+    """Remove from ``w`` its components along the orthonormal rows of ``basis``, twice.
+
+    Two passes of classical Gram-Schmidt ("twice is enough", Parlett) keep the basis orthogonal
+    to working precision, which kills the ghost eigenvalues of plain Lanczos.
+    """
+    if basis.shape[0] == 0:
+        return w
+    for _ in range(2):
+        w = w - basis.T @ (basis @ w)
+    return w
+
+
+def _breakdown_tol(dtype: torch.dtype) -> float:
+    # Relative size of a residual that is roundoff rather than a new Krylov direction.
+    return 1e-2 * math.sqrt(torch.finfo(dtype).eps)
+
+
+class _Lanczos:
+    """Resumable Lanczos process with full re-orthogonalisation.
+
+    After ``m`` steps: ``H Q^T = Q^T T + beta_last * r e_m^T`` with ``Q`` (m, dim) orthonormal,
+    ``T`` tridiagonal (``alpha`` on the diagonal, ``beta`` off it) and ``r`` the unit next vector.
+    On breakdown (a residual at roundoff level: the Krylov space is invariant) the process either
+    stops or, with ``restart=True``, continues from a fresh random vector orthogonal to ``Q``
+    (a zero off-diagonal in ``T``), which also finds repeated eigenvalues.
+    """
+
+    def __init__(self, mv: MatVec, v0: Tensor, dim: int, restart: bool,
+                 generator: torch.Generator | None) -> None:
+        self.mv, self.dim, self.restart, self.generator = mv, dim, restart, generator
+        self.device, self.dtype = v0.device, v0.dtype
+        self.Q = torch.empty(0, dim, device=self.device, dtype=self.dtype)
+        self.alpha: list[float] = []
+        self.beta: list[float] = []  # beta[j] couples step j and j+1; beta[-1] is the live residual
+        self.anorm = 0.0  # running estimate of ||H|| for the breakdown test
+        self.stopped = False  # breakdown without restart, or the whole space spanned
+        nrm = float(torch.linalg.vector_norm(v0))
+        if not math.isfinite(nrm) or nrm == 0.0:
+            raise UserError("lanczos start vector v0 is zero or not finite; pass a nonzero finite vector")
+        self._next = v0 / nrm
+
+    @property
+    def steps(self) -> int:
+        return len(self.alpha)
+
+    @property
+    def beta_last(self) -> float:
+        """Norm of the residual after the last step (0 when the Krylov space is invariant)."""
+        return self.beta[-1] if self.beta else 0.0
+
+    def extend(self, total_steps: int) -> None:
+        """Run until ``total_steps`` steps are done or the process stops."""
+        total_steps = min(total_steps, self.dim)
+        while self.steps < total_steps and not self.stopped:
+            q = self._next
+            self.Q = torch.cat([self.Q, q[None]])
+            w = self.mv(q)
+            a = float(q @ w)
+            # Full re-orthogonalisation against all of Q subsumes the three-term recurrence.
+            w = _orthogonalize(w, self.Q)
+            b = float(torch.linalg.vector_norm(w))
+            self.alpha.append(a)
+            self.anorm = max(self.anorm, math.hypot(a, b))
+            if self.steps >= self.dim:
+                self.beta.append(0.0)
+                self.stopped = True
+            elif b > _breakdown_tol(self.dtype) * self.anorm:
+                self.beta.append(b)
+                self._next = w / b
+            else:
+                self.beta.append(0.0)
+                if not self.restart:
+                    self.stopped = True
+                else:
+                    self._next = self._fresh_direction()
+                    if self._next is None:
+                        self.stopped = True
+
+    def _fresh_direction(self) -> Tensor | None:
+        for _ in range(3):
+            v = _orthogonalize(_randn(self.dim, self.generator, self.device, self.dtype), self.Q)
+            n = float(torch.linalg.vector_norm(v))
+            if n > 1e-3:  # ||v|| ~ sqrt(dim - m) unless Q spans (numerically) everything
+                return v / n
+        return None
+
+    def tridiagonal(self) -> Tensor:
+        """``T`` as a dense float64 matrix on the CPU (it is tiny)."""
+        m = self.steps
+        a = torch.tensor(self.alpha, dtype=torch.float64)
+        b = torch.tensor(self.beta[: m - 1], dtype=torch.float64)
+        return torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
+
+
+def _start_vector(v0: Tensor | None, dim: int, generator: torch.Generator | None,
+                  device: torch.device, dtype: torch.dtype) -> Tensor:
+    if v0 is None:
+        return _randn(dim, generator, device, dtype)
+    if v0.shape != (dim,):
+        raise UserError(f"v0 must have shape ({dim},), got {tuple(v0.shape)}")
+    return v0.detach().to(device=device, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- Lanczos
+
+
+def lanczos(
+    matvec: MatVec,
+    dim: int,
+    num_iters: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+    v0: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Lanczos tridiagonalisation ``Q H Q^T = T`` from ``v0`` (Gaussian random if ``None``).
+
+    Full re-orthogonalisation (two Gram-Schmidt passes per step) against every previous vector.
+    Stops early on breakdown (the next residual is roundoff: ``v0`` lies in an invariant subspace
+    of dimension ``m``), and never runs more than ``dim`` steps.
+
+    Returns ``(alpha (m,), beta (m-1,), Q (m, dim))``: the diagonal and off-diagonal of ``T``
+    (float64, CPU) and the orthonormal Lanczos vectors (``dtype``, on ``device``); ``Q[0]`` is
+    ``v0 / ||v0||``.  ``Q`` costs ``m * dim`` numbers of memory.
+    """
+    _check_positive_int("dim", dim)
+    _check_positive_int("num_iters", num_iters)
+    dtype = _check_dtype(dtype)
+    dev = _resolve_device(device, matvec)
+    mv = _wrap(matvec, dim, dev, dtype)
+    proc = _Lanczos(mv, _start_vector(v0, dim, generator, dev, dtype), dim, restart=False,
+                    generator=generator)
+    proc.extend(num_iters)
+    m = proc.steps
+    return (torch.tensor(proc.alpha, dtype=torch.float64),
+            torch.tensor(proc.beta[: m - 1], dtype=torch.float64), proc.Q)
+
+
+# ----------------------------------------------------------------------------- eigenpairs
+
+
+def _lanczos_eigenpairs(mv: MatVec, dim: int, k: int, which: str, tol: float, max_iter: int,
+                        generator: torch.Generator | None, device: torch.device,
+                        dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Ritz pairs of a growing Krylov space until ``||H y - theta y|| <= tol |theta|`` for all k.
+
+    The residual of a Ritz pair ``(theta_i, y_i = Q^T s_i)`` is ``beta_last * |s_i[-1]|`` by the
+    Lanczos relation (exact with full re-orthogonalisation), so checking costs no extra HVPs.
+    """
+    proc = _Lanczos(mv, _randn(dim, generator, device, dtype), dim, restart=True, generator=generator)
+    cap = min(dim, max(max_iter, k))  # at least k Ritz values are needed
+    m = min(cap, max(2 * k + 10, 20))
+    while True:
+        proc.extend(m)
+        theta, S = torch.linalg.eigh(proc.tridiagonal())
+        order = torch.argsort(theta, descending=(which == "LA"))[:k]
+        theta_k, S_k = theta[order], S[:, order]
+        residual = proc.beta_last * S_k[-1].abs()
+        done = proc.stopped or bool((residual <= tol * theta_k.abs()).all())
+        if done or proc.steps >= cap:
+            break
+        m = min(cap, proc.steps + max(10, proc.steps // 2))
+    if len(theta_k) < k:  # only when the process stopped before finding k Ritz values
+        raise UserError(f"lanczos found only {len(theta_k)} eigenpairs for k={k}")
+    if not done:
+        warnings.warn(f"lanczos: eigenpairs not converged after {proc.steps} steps "
+                      f"(relative residuals {(residual / theta_k.abs()).tolist()}, tol={tol}); "
+                      "raise max_iter or tol", stacklevel=3)
+    vecs = S_k.T.to(device=device, dtype=dtype) @ proc.Q
+    vecs = vecs / torch.linalg.vector_norm(vecs, dim=1, keepdim=True)
+    return theta_k, vecs
+
+
+def _eigsh_eigenpairs(mv: MatVec, dim: int, k: int, which: str, tol: float, max_iter: int | None,
+                      generator: torch.Generator | None, device: torch.device,
+                      dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """ARPACK's implicitly restarted Lanczos (``scipy.sparse.linalg.eigsh``); ``which`` may be LM."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    if k >= dim:
+        raise UserError(f"eigsh needs k < dim, got k={k} for dim={dim}; use method='lanczos'")
+
+    def np_mv(x: np.ndarray) -> np.ndarray:
+        v = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(-1)).to(device, dtype)
+        return mv(v).to("cpu", torch.float64).numpy()
+
+    op = LinearOperator((dim, dim), matvec=np_mv, rmatvec=np_mv, dtype=np.float64)
+    v0 = _randn(dim, generator, torch.device("cpu"), torch.float64).numpy()
+    vals, vecs = eigsh(op, k=k, which=which, tol=tol, maxiter=max_iter, v0=v0)
+    key = -np.abs(vals) if which == "LM" else (-vals if which == "LA" else vals)
+    order = np.argsort(key, kind="stable")
+    return (torch.from_numpy(vals[order].copy()),
+            torch.from_numpy(vecs[:, order].T.copy()).to(device=device, dtype=dtype))
+
+
+def _power(mv: MatVec, dim: int, *, shift: float, deflate: Tensor, tol: float, max_iter: int,
+           generator: torch.Generator | None, device: torch.device,
+           dtype: torch.dtype) -> tuple[float, Tensor, bool]:
+    """Power iteration on ``H + shift I`` restricted to the complement of ``deflate``'s rows.
+
+    Returns the Rayleigh quotient of ``H`` (not of the shifted operator), the unit vector and
+    whether ``||P H v - lambda v|| <= tol |lambda|`` was reached, ``P`` the projector onto the
+    complement of ``deflate`` (the shift does not change the residual).  The residual is measured
+    for the deflated operator because the full one cannot fall below the residuals of the pairs
+    already found (``q . H v = (H q) . v``).  Deflating by projection (rather than Hotelling's
+    ``H - lambda q q^T``) keeps the iterate exactly in the complement, so found directions
+    cannot creep back.
+    """
+    v = _orthogonalize(_randn(dim, generator, device, dtype), deflate)
+    v = v / torch.linalg.vector_norm(v)
+    lam = 0.0
+    for _ in range(max_iter):
+        w = _orthogonalize(mv(v), deflate)
+        lam = float(v @ w)
+        res = float(torch.linalg.vector_norm(w - lam * v))
+        if res <= tol * abs(lam):
+            return lam, v, True
+        w = w + shift * v
+        n = float(torch.linalg.vector_norm(w))
+        if n == 0.0:  # v is an exact null vector of the shifted operator
+            return lam, v, res == 0.0
+        v = w / n
+    return lam, v, False
+
+
+def _power_eigenpairs(mv: MatVec, dim: int, k: int, tol: float, max_iter: int,
+                      generator: torch.Generator | None, device: torch.device,
+                      dtype: torch.dtype) -> tuple[list[float], list[Tensor], bool]:
+    """The k largest algebraic eigenpairs by power iteration with deflation.
+
+    Plain power iteration finds the eigenvalue of largest magnitude, which may be the most
+    negative one.  So: (1) power on ``H`` gives ``mu``.  (2) If ``mu < 0`` it is ``lambda_min``;
+    else it is ``lambda_max`` and, when more pairs are wanted, ``lambda_min`` comes from power on
+    ``H - mu I`` (whose top-magnitude eigenvalue is ``lambda_min - lambda_max``).  (3) With
+    ``s = max(0, -lambda_min)``, ``H + s I`` is positive semidefinite, so its top-magnitude
+    eigenpairs (found one at a time, deflating those already found) are the largest algebraic
+    ones of ``H``.  No shift is used when ``H`` is already PSD, which keeps convergence fastest.
+    """
+    empty = torch.empty(0, dim, device=device, dtype=dtype)
+    kw = dict(tol=tol, max_iter=max_iter, generator=generator, device=device, dtype=dtype)
+    mu, v, converged = _power(mv, dim, shift=0.0, deflate=empty, **kw)
+    all_conv = converged
+    vals: list[float] = []
+    vecs: list[Tensor] = []
+    if mu >= 0:
+        vals, vecs = [mu], [v]
+        if k == 1:
+            return vals, vecs, all_conv
+        nu, _, conv_min = _power(lambda x: mv(x) - mu * x, dim, shift=0.0, deflate=empty, **kw)
+        all_conv = all_conv and conv_min
+        shift = max(0.0, -(nu + mu))
+    else:
+        shift = -mu
+    while len(vals) < k:
+        basis = torch.stack(vecs) if vecs else empty
+        lam, v, converged = _power(mv, dim, shift=shift, deflate=basis, **kw)
+        all_conv = all_conv and converged
+        vals.append(lam)
+        vecs.append(v)
+    return vals, vecs, all_conv
+
+
+def top_eigenpairs(
+    matvec: MatVec,
+    dim: int,
+    k: int,
+    *,
+    which: str = "LA",
+    method: str = "lanczos",
+    tol: float = 1e-6,
+    max_iter: int | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest (``which="LA"``) or smallest (``"SA"``) eigenpairs of ``H``.
+
+    Methods:
+        ``"lanczos"``: our Lanczos with full re-orthogonalisation; the Krylov space grows until
+            every wanted Ritz pair has ``||H y - theta y|| <= tol * |theta|`` or it reaches
+            ``max_iter`` steps (default ``min(dim, 300)``).
+        ``"eigsh"``: ``scipy.sparse.linalg.eigsh`` on a LinearOperator (ARPACK's relative
+            eigenvalue accuracy ``tol``; ``max_iter`` restarts, scipy's default if ``None``).
+        ``"power"``: power iteration with deflation and the shift trick for negative
+            eigenvalues (see ``_power_eigenpairs``); ``SA`` runs it on ``-H``.  Each pair
+            iterates until ``||H v - lambda v|| <= tol * |lambda|`` (``H`` deflated by the pairs
+            already found) or ``max_iter`` (default 1000) iterations.  Converges slowly when
+            eigenvalues are close (the rate is the ratio of consecutive shifted eigenvalues).
+
+    A warning (not an error) reports pairs that did not reach ``tol``.  Returns
+    ``(eigvals (k,) float64 CPU, eigvecs (k, dim) in dtype on device)``, most extreme first
+    (descending for LA, ascending for SA), eigenvectors unit-norm with arbitrary sign.
+    """
+    _check_positive_int("dim", dim)
+    _check_positive_int("k", k)
+    if k > dim:
+        raise UserError(f"k={k} exceeds the dimension {dim}")
+    if which not in WHICH:
+        raise choice_error("which", which, WHICH)
+    if method not in METHODS:
+        raise choice_error("method", method, METHODS)
+    if not (isinstance(tol, (int, float)) and tol >= 0):
+        raise UserError(f"tol must be a number >= 0, got {tol!r}")
+    if max_iter is not None:
+        _check_positive_int("max_iter", max_iter)
+    dtype = _check_dtype(dtype)
+    dev = _resolve_device(device, matvec)
+    mv = _wrap(matvec, dim, dev, dtype)
+
+    if method == "lanczos":
+        return _lanczos_eigenpairs(mv, dim, k, which, tol, max_iter or min(dim, 300),
+                                   generator, dev, dtype)
+    if method == "eigsh":
+        return _eigsh_eigenpairs(mv, dim, k, which, tol, max_iter, generator, dev, dtype)
+    sign = 1.0 if which == "LA" else -1.0
+    vals, vecs, converged = _power_eigenpairs(lambda x: sign * mv(x), dim, k, tol, max_iter or 1000,
+                                              generator, dev, dtype)
+    if not converged:
+        warnings.warn(f"power iteration: not all of the {k} eigenpairs reached tol={tol} within "
+                      f"{max_iter or 1000} iterations; raise max_iter or tol", stacklevel=2)
+    return torch.tensor([sign * x for x in vals], dtype=torch.float64), torch.stack(vecs)
+
+
+def extreme_eigenvalues(
+    matvec: MatVec,
+    dim: int,
+    *,
+    method: str = "lanczos",
+    min_method: str = "shift",
+    tol: float = 1e-6,
+    max_iter: int | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[float, float]:
+    """``(lambda_max, lambda_min)`` of ``H`` (Section 6 of Li et al. maps ``|lambda_min / lambda_max|``).
+
+    ``lambda_max`` comes from :func:`top_eigenpairs` (``LA``).  With ``min_method="shift"`` (the
+    original tool's ``plot_hessian_eigen.py``), ``lambda_min = mu + lambda_max`` where ``mu`` is
+    the eigenvalue of largest magnitude of ``H - lambda_max I`` (all of whose eigenvalues are
+    <= 0): found by eigsh ``LM``, by power iteration, or by Lanczos ``SA``.  The tolerance then
+    applies relative to ``lambda_max - lambda_min``, so a ``lambda_min`` near zero (a nearly
+    convex point) is still found quickly.  ``min_method="direct"`` asks for ``SA`` on ``H``.
+    """
+    if min_method not in MIN_METHODS:
+        raise choice_error("min_method", min_method, MIN_METHODS)
+    _check_positive_int("dim", dim)
+    dtype = _check_dtype(dtype)
+    dev = _resolve_device(device, matvec)
+    kw = dict(method=method, tol=tol, max_iter=max_iter, generator=generator, device=dev, dtype=dtype)
+    vals, _ = top_eigenpairs(matvec, dim, 1, which="LA", **kw)
+    lam_max = float(vals[0])
+    if min_method == "direct":
+        vals, _ = top_eigenpairs(matvec, dim, 1, which="SA", **kw)
+        return lam_max, float(vals[0])
+
+    mv = _wrap(matvec, dim, dev, dtype)
+
+    def shifted(v: Tensor) -> Tensor:
+        return mv(v) - lam_max * v.to(device=dev, dtype=dtype)
+
+    if method == "eigsh":
+        if dim < 2:
+            return lam_max, lam_max
+        mu_t, _ = _eigsh_eigenpairs(shifted, dim, 1, "LM", tol, max_iter, generator, dev, dtype)
+        mu = float(mu_t[0])
+    elif method == "power":
+        empty = torch.empty(0, dim, device=dev, dtype=dtype)
+        mu, _, converged = _power(shifted, dim, shift=0.0, deflate=empty, tol=tol,
+                                  max_iter=max_iter or 1000, generator=generator, device=dev, dtype=dtype)
+        if not converged:
+            warnings.warn(f"power iteration for lambda_min did not reach tol={tol}", stacklevel=2)
+    else:
+        mu_t, _ = top_eigenpairs(shifted, dim, 1, which="SA", **kw)
+        mu = float(mu_t[0])
+    return lam_max, mu + lam_max
+
+
+# ----------------------------------------------------------------------------- trace and density
+
+
+def hutchinson_trace(
+    matvec: MatVec,
+    dim: int,
+    num_probes: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[float, float, Tensor]:
+    """Hutchinson's estimate of ``tr(H)`` from ``num_probes`` Rademacher probes ``z``.
+
+    Each sample is ``z . H z`` (unbiased; variance ``2 sum_{i != j} H_ij^2``).  Returns
+    ``(mean, std(samples, ddof=1) / sqrt(num_probes), samples (num_probes,) float64 CPU)``.
+    The samples stay on the device until the end: one host sync in total.
+    """
+    _check_positive_int("dim", dim)
+    _check_positive_int("num_probes", num_probes)
+    if num_probes < 2:
+        raise UserError(f"num_probes must be >= 2 to estimate a standard error, got {num_probes}")
+    dtype = _check_dtype(dtype)
+    dev = _resolve_device(device, matvec)
+    mv = _wrap(matvec, dim, dev, dtype)
+    samples = torch.empty(num_probes, device=dev, dtype=torch.float64)
+    for i in range(num_probes):
+        z = _rademacher(dim, generator, dev, dtype)
+        samples[i] = (z @ mv(z)).double()
+    samples = samples.cpu()
+    return float(samples.mean()), float(samples.std(correction=1) / math.sqrt(num_probes)), samples
+
+
+def gaussian_density(nodes: Tensor, weights: Tensor, grid: Tensor, sigma: float) -> Tensor:
+    """``sum_j weights_j N(grid; nodes_j, sigma^2)`` evaluated on ``grid`` (float64)."""
+    grid64, nodes64, w64 = (t.detach().to("cpu", torch.float64) for t in (grid, nodes, weights))
+    out = torch.zeros_like(grid64)
+    norm = 1.0 / math.sqrt(2.0 * math.pi * sigma * sigma)
+    for start in range(0, len(nodes64), 2048):  # chunks bound the (grid x nodes) memory
+        d = grid64[:, None] - nodes64[None, start:start + 2048]
+        out += (torch.exp(-0.5 * (d / sigma) ** 2) * norm) @ w64[start:start + 2048]
+    return out
+
+
+def slq_density(
+    matvec: MatVec,
+    dim: int,
+    *,
+    num_probes: int,
+    num_iters: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    grid: Tensor | None = None,
+    sigma: float | None = None,
+    num_points: int = 1000,
+    probe: str = "gaussian",
+    dtype: torch.dtype = torch.float64,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Spectral density of ``H`` by stochastic Lanczos quadrature (Ghorbani et al. 2019).
+
+    For each probe ``v`` (unit norm; Gaussian or Rademacher direction, so ``E[v v^T] = I/dim``)
+    run ``num_iters`` Lanczos steps and eigen-decompose ``T = S diag(theta) S^T``: the Gauss
+    quadrature nodes are the Ritz values ``theta`` and the weights ``S[0, :]^2`` (they sum to 1),
+    so ``sum_j w_j f(theta_j) ~ v^T f(H) v`` and, averaged over probes, ``~ tr f(H) / dim``.
+
+    The density is the Gaussian-kernel smoothing of the nodes with standard deviation ``sigma``
+    (variance ``sigma^2``), normalised to integrate to one on ``grid`` by the trapezoid rule.
+    Defaults: ``sigma^2 = 1e-5 * max(1, width)`` as PyHessian (``width`` = span of the nodes),
+    widened to at least two grid spacings so the kernel is resolved on the grid; ``grid`` =
+    ``num_points`` equally spaced points over the nodes padded by ``max(5 sigma, 2% width)``.
+
+    Returns ``(grid, density, nodes, weights)``: float64 CPU tensors; ``nodes``/``weights``
+    concatenate all probes, with weights divided by ``num_probes`` so they sum to one.
+    """
+    _check_positive_int("dim", dim)
+    _check_positive_int("num_probes", num_probes)
+    _check_positive_int("num_iters", num_iters)
+    _check_positive_int("num_points", num_points)
+    if probe not in PROBES:
+        raise choice_error("probe", probe, PROBES)
+    if sigma is not None and not (isinstance(sigma, (int, float)) and sigma > 0):
+        raise UserError(f"sigma must be a number > 0, got {sigma!r}")
+    if grid is not None and (grid.dim() != 1 or len(grid) < 2):
+        raise UserError(f"grid must be a 1-D tensor of at least 2 points, got shape {tuple(grid.shape)}")
+    if grid is None and num_points < 2:
+        raise UserError(f"num_points must be >= 2, got {num_points}")
+    dtype = _check_dtype(dtype)
+    dev = _resolve_device(device, matvec)
+
+    all_nodes, all_weights = [], []
+    for _ in range(num_probes):
+        v = (_randn if probe == "gaussian" else _rademacher)(dim, generator, dev, dtype)
+        alpha, beta, _ = lanczos(matvec, dim, num_iters, device=dev, dtype=dtype, v0=v)
+        T = torch.diag(alpha) + torch.diag(beta, 1) + torch.diag(beta, -1)
+        theta, S = torch.linalg.eigh(T)
+        all_nodes.append(theta)
+        all_weights.append(S[0] ** 2 / num_probes)
+    nodes, weights = torch.cat(all_nodes), torch.cat(all_weights)
+
+    width = float(nodes.max() - nodes.min())
+    base_sigma = math.sqrt(1e-5 * max(1.0, width))
+    if grid is None:
+        pad = max(5.0 * (sigma if sigma is not None else base_sigma), 0.02 * width)
+        grid = torch.linspace(float(nodes.min()) - pad, float(nodes.max()) + pad, num_points,
+                              dtype=torch.float64)
+    else:
+        grid = grid.detach().to("cpu", torch.float64)
+    if sigma is None:
+        spacing = float(grid[-1] - grid[0]) / (len(grid) - 1)
+        sigma = max(base_sigma, 2.0 * spacing)
+    density = gaussian_density(nodes, weights, grid, sigma)
+    total = float(torch.trapezoid(density, grid))
+    if not total > 0:
+        raise UserError(f"the grid [{float(grid[0])}, {float(grid[-1])}] holds no density mass; "
+                        f"widen it to cover the nodes [{float(nodes.min())}, {float(nodes.max())}]")
+    return grid, density / total, nodes, weights
