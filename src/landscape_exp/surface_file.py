@@ -65,6 +65,7 @@ class SurfaceFile:
         indices: Iterable[int] | None = None,
         flush_seconds: float = 5.0,
         extra_datasets: Mapping[str, Any] | None = None,
+        move_corrupt_aside: bool = False,
     ):
         self.path = Path(path)
         self.grid = grid
@@ -74,6 +75,7 @@ class SurfaceFile:
         self.indices = list(range(grid.size)) if indices is None else sorted(set(int(i) for i in indices))
         self.flush_seconds = flush_seconds
         self.extra_datasets = dict(extra_datasets or {})
+        self.move_corrupt_aside = move_corrupt_aside
         self.values = {m: np.full(grid.size, NOT_DONE) for m in self.metrics}
         self.done = np.zeros(grid.size, dtype=bool)
         self.journal = self.path.with_name(self.path.name + ".journal")
@@ -138,9 +140,15 @@ class SurfaceFile:
         try:
             f = h5py.File(self.path, "r")
         except OSError as e:
+            if self.move_corrupt_aside:
+                aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(self.path, aside)
+                print(f"warning: surface file {str(self.path)!r} was corrupt ({e}); moved to {str(aside)!r}, recomputing")
+                return
             raise UserError(
                 f"surface file {str(self.path)!r} exists but is unreadable or corrupt ({e}); it was "
-                f"left untouched: move it away to recompute, or rebuild it from shard files with task=merge"
+                f"left untouched: rerun with surface_recover=true to move it aside and recompute (points "
+                f"in its journal are kept), or rebuild it from shard files with task=merge"
             ) from None
         with f:
             old = json.loads(f.attrs.get("fingerprint", "{}"))

@@ -177,7 +177,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     store_path = shard_path(surf_path, count, index) if count > 1 else surf_path
     indices = shard_indices(grid.size, count, index) if count > 1 else None
     store = SurfaceFile(store_path, grid, metric_names(list(splits)), fingerprint=fingerprint, attrs=attrs,
-                        indices=indices, extra_datasets={"dir_file": dinfo["dir_file"]})
+                        indices=indices, extra_datasets={"dir_file": dinfo["dir_file"]},
+                        move_corrupt_aside=bool(cfg.get("surface_recover", False)))
     with store:
         todo = len(store.pending())
         what = f"shard {index} of {count}: {len(store.indices)} of {grid.size}" if count > 1 else f"{grid.size}"
