@@ -62,8 +62,8 @@ def epoch_path(ckpt_dir: Path, epoch: int) -> Path:
 
 
 def list_epoch_checkpoints(ckpt_dir: str | Path) -> list[Path]:
-    """Per-epoch checkpoints of a run, in epoch order."""
-    return sorted(Path(ckpt_dir).glob("epoch_*.pt"))
+    """Per-epoch checkpoints of a run, in epoch order (numeric: epoch_1000 after epoch_999)."""
+    return sorted(Path(ckpt_dir).glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_", 1)[1]))
 
 
 def train_model(
