@@ -19,7 +19,7 @@ def point_weights(
         t = o.clone()
         if t.is_floating_point():
             for d, c in zip(directions, coeffs):
-                t = t + c * d[i]
+                t = torch.add(t, d[i], alpha=c)  # one rounding, as the fused in-place update
         out.append(t)
     return out
 
