@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from landscape_exp.resources import check_writable
@@ -30,6 +31,8 @@ def run_job(cfg: DictConfig, *, output_dir: str | Path, job: Mapping[str, Any] |
     task_name = str(cfg.task.name)
     task = get_task(task_name)
     device = resolve_device(cfg.get("device"))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     tags = [task_name, str(cfg.model.get("name", "")), str(cfg.dataset.get("name", ""))]

@@ -1,62 +1,130 @@
 """Experiment tracking: Weights & Biases (offline by default) or nothing.
 
-Results are always written to disk first; a tracking failure is a warning, never a lost result.
+* ``logger=wandb`` (default), ``logger.mode``: ``offline`` (no account, no network; ``wandb sync
+  <run dir>/wandb/offline-run-*`` uploads later), ``online`` (needs ``wandb login``; without a
+  login or network the run falls back to ``offline`` with a warning) or ``disabled``.
+* ``logger=none``: nothing is tracked.
+
+Each job is its own W&B run: ``job_type`` is the task, ``group`` the sweep's name (so the runs
+of one multirun are compared side by side in the UI), tags the task, model and dataset, and the
+config the resolved Hydra config. A job finishes its run before the next job of the same process
+starts one.
+
+Results are always written to disk first; every tracking call is guarded, so a W&B failure is a
+warning on stderr, never a lost result or a failed job.
+
+:func:`read_offline_run` reads an offline run back (history, summary, config, media files)
+without ``wandb sync`` or an account, e.g. to check what a cluster job logged.
 """
 
 from __future__ import annotations
 
-import os
+import json
+import math
+import struct
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from landscape_exp.errors import choice_error
+from landscape_exp.errors import UserError, choice_error
 
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
+MAX_TAG_LEN = 64  # W&B refuses longer tags (and with them the whole run)
 
 
 class Tracker:
-    """No-op tracker; :class:`WandbTracker` overrides every method."""
+    """No-op tracker (``logger=none``, or W&B could not start); :class:`WandbTracker` overrides
+    every method. Tasks call these unconditionally."""
 
     name = "none"
 
-    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None: ...
-    def log_images(self, paths: Sequence[Path], prefix: str = "") -> None: ...
-    def log_html(self, path: Path, key: str) -> None: ...
-    def log_curve(self, key: str, x: Sequence[float], ys: Mapping[str, Sequence[float]], xname: str = "x") -> None: ...
-    def summary(self, values: Mapping[str, Any]) -> None: ...
-    def artifact(self, paths: Sequence[Path], name: str, kind: str) -> None: ...
-    def finish(self, exit_code: int = 0) -> None: ...
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log scalar metrics as one history row (e.g. one training epoch)."""
+
+    def log_images(self, paths: Sequence[Path], prefix: str = "") -> None:
+        """Log the ``.png`` files among ``paths`` as images keyed ``<prefix><file stem>``."""
+
+    def log_html(self, path: Path, key: str) -> None:
+        """Log an HTML file (the interactive 3D view) under ``key``."""
+
+    def log_curve(self, key: str, x: Sequence[float], ys: Mapping[str, Sequence[float]], xname: str = "x") -> None:
+        """Log curves ``ys[name](x)`` as one table ``<key>/table`` and a line plot per curve."""
+
+    def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Log a table (e.g. the comparison of runs)."""
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        """Set the run's summary values (nested mappings are flattened to ``a/b`` keys)."""
+
+    def artifact(self, paths: Sequence[Path], name: str, kind: str) -> None:
+        """Log the existing files among ``paths`` as one artifact ``<name>-<run id>`` of type ``kind``."""
+
+    def finish(self, exit_code: int = 0) -> None:
+        """End the run (every job finishes its own run)."""
 
 
-def _warn(what: str, e: BaseException) -> None:
-    msg = " ".join(str(e).split())[:200]
-    warnings.warn(f"W&B {what} failed ({type(e).__name__}: {msg}); results are on disk", RuntimeWarning, stacklevel=3)
-    print(f"warning: W&B {what} failed ({type(e).__name__}: {msg}); results are on disk", file=sys.stderr)
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200]
+
+
+def _warn(what: str, e: BaseException, then: str = "results are on disk") -> None:
+    msg = f"W&B {what} failed ({type(e).__name__}: {_one_line(e)}); {then}"
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _plain(v: Any) -> Any:
+    """numpy/torch scalars -> Python numbers, so W&B stores numbers and not strings."""
+    if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 0) == 0:
+        return v.item()
+    return v
+
+
+def flatten_mapping(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}`` (W&B groups ``a/...`` keys in one panel section)."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten_mapping(v, key + "/"))
+        else:
+            out[key] = _plain(v)
+    return out
 
 
 class WandbTracker(Tracker):
+    """A live W&B run; every call is guarded (a failure is one warning, the job goes on)."""
+
     name = "wandb"
 
     def __init__(self, run: Any):
         self.run = run
+        self.failures = 0
 
-    def _safe(self, what: str, fn: Any, *a: Any, **kw: Any) -> None:
+    @property
+    def local_dir(self) -> Path | None:
+        """The run's local directory (``.../wandb/offline-run-<time>-<id>`` in offline mode)."""
+        files = getattr(self.run, "dir", None)
+        return Path(files).parent if files else None
+
+    def _safe(self, what: str, fn: Callable[..., Any], *a: Any, **kw: Any) -> None:
         try:
             fn(*a, **kw)
         except Exception as e:  # tracking must never cost a result
+            self.failures += 1
             _warn(what, e)
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        self._safe("log", self.run.log, dict(metrics), step=step)
+        self._safe("log", lambda: self.run.log(flatten_mapping(metrics), step=step))
 
     def log_images(self, paths: Sequence[Path], prefix: str = "") -> None:
-        import wandb
-
         def go() -> None:
+            import wandb
+
             imgs = {f"{prefix}{Path(p).stem}": wandb.Image(str(p)) for p in paths if str(p).endswith(".png")}
             if imgs:
                 self.run.log(imgs)
@@ -64,39 +132,74 @@ class WandbTracker(Tracker):
         self._safe("image upload", go)
 
     def log_html(self, path: Path, key: str) -> None:
-        import wandb
+        def go() -> None:
+            import wandb
 
-        self._safe("html upload", lambda: self.run.log({key: wandb.Html(Path(path).read_text())}))
+            self.run.log({key: wandb.Html(Path(path).read_text())})
+
+        self._safe("html upload", go)
 
     def log_curve(self, key: str, x: Sequence[float], ys: Mapping[str, Sequence[float]], xname: str = "x") -> None:
-        import wandb
-
         def go() -> None:
+            import wandb
+
             cols = [xname, *ys]
-            rows = [[float(x[i]), *[float(v[i]) for v in ys.values()]] for i in range(len(x))]
+            rows = [[_cell(x[i]), *[_cell(v[i]) for v in ys.values()]] for i in range(len(x))]
             table = wandb.Table(columns=cols, data=rows)
             plots = {f"{key}/{c}": wandb.plot.line(table, xname, c, title=f"{key}: {c}") for c in ys}
             self.run.log({f"{key}/table": table, **plots})
 
         self._safe("curve upload", go)
 
+    def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        def go() -> None:
+            import wandb
+
+            self.run.log({key: wandb.Table(columns=list(columns), data=[[_cell(v) for v in r] for r in rows])})
+
+        self._safe("table upload", go)
+
     def summary(self, values: Mapping[str, Any]) -> None:
-        self._safe("summary", self.run.summary.update, dict(values))
+        self._safe("summary", lambda: self.run.summary.update(flatten_mapping(values)))
 
     def artifact(self, paths: Sequence[Path], name: str, kind: str) -> None:
-        import wandb
-
         def go() -> None:
-            art = wandb.Artifact(name=name, type=kind)
-            for p in paths:
-                if Path(p).exists():
-                    art.add_file(str(p))
+            import wandb
+
+            files = [Path(p) for p in paths if Path(p).is_file()]
+            if not files:
+                return
+            # One artifact per run: the same name across runs would make unrelated surfaces
+            # versions of one another.
+            art = wandb.Artifact(name=f"{name}-{self.run.id}", type=kind)
+            for p in files:
+                art.add_file(str(p))
             self.run.log_artifact(art)
 
         self._safe("artifact upload", go)
 
     def finish(self, exit_code: int = 0) -> None:
         self._safe("finish", self.run.finish, exit_code=exit_code)
+
+
+def _cell(v: Any) -> Any:
+    """A table cell: numbers stay numbers (NaN/inf become None: W&B tables reject them), lists
+    and mappings become JSON text (a column must hold one type)."""
+    v = _plain(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (list, tuple, Mapping)):
+        return json.dumps(v, default=str)
+    return v
+
+
+def _tags(tags: Sequence[Any]) -> list[str]:
+    out: list[str] = []
+    for t in tags:
+        s = str(t).strip()[:MAX_TAG_LEN]
+        if s and s not in out:
+            out.append(s)
+    return out
 
 
 def make_tracker(
@@ -109,7 +212,22 @@ def make_tracker(
     group: str | None = None,
     tags: Sequence[str] = (),
 ) -> Tracker:
-    """Start a tracker for one job (each job of a multirun is its own W&B run)."""
+    """Start the tracker of one job (``cfg``: the resolved ``logger`` group).
+
+    Args:
+        cfg: ``name`` (wandb | none), ``mode`` (offline | online | disabled), ``project``,
+            ``entity``, ``group`` (null: ``group``), ``tags`` (added to ``tags``), ``dir`` (null:
+            ``run_dir``), ``init_timeout`` (seconds, default 90).
+        run_dir: the job's output directory (the W&B files go to ``<dir>/wandb``).
+        config: the resolved job config, stored as the run's config.
+        job_type: the task name.
+        name: the run's display name (the job's overrides).
+        group: the multirun's sweep directory name (None for a single run).
+        tags: extra tags (task, model, dataset).
+
+    A bad ``name``/``mode`` is a UserError; any failure to start W&B is a warning and returns
+    the no-op :class:`Tracker`. ``online`` without a login or network falls back to ``offline``.
+    """
     kind = str(cfg.get("name", "none"))
     if kind == "none":
         return Tracker()
@@ -118,26 +236,198 @@ def make_tracker(
     mode = str(cfg.get("mode", "offline"))
     if mode not in WANDB_MODES:
         raise choice_error("logger.mode", mode, WANDB_MODES)
+    extra = cfg.get("tags") or []
+    if isinstance(extra, str):
+        extra = [extra]
     try:
-        import wandb
-
-        wdir = Path(str(cfg.get("dir") or run_dir))
+        timeout = float(cfg.get("init_timeout", 90))
+    except (TypeError, ValueError):
+        raise UserError(f"logger.init_timeout={cfg.get('init_timeout')!r} must be a number of seconds") from None
+    kwargs = dict(
+        project=str(cfg.get("project") or "landscape-exp"),
+        entity=cfg.get("entity"),
+        config=dict(config),
+        job_type=job_type,
+        group=cfg.get("group") or group,
+        name=name,
+        tags=_tags([*tags, *extra]),
+    )
+    wdir = Path(str(cfg.get("dir") or run_dir))
+    try:
         wdir.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("WANDB_SILENT", "true")
-        run = wandb.init(
-            project=str(cfg.get("project", "landscape-exp")),
-            entity=cfg.get("entity"),
-            mode=mode,
-            dir=str(wdir),
-            config=dict(config),
-            job_type=job_type,
-            group=cfg.get("group") or group,
-            name=name,
-            tags=[str(t) for t in (list(cfg.get("tags") or []) + list(tags))],
-            reinit="finish_previous",
-            settings=wandb.Settings(console="off", x_disable_stats=True),
-        )
-        return WandbTracker(run)
+        return WandbTracker(_init(mode, wdir, timeout, kwargs))
     except Exception as e:
-        _warn("init", e)
+        if mode != "online":
+            _warn("init", e, "nothing is tracked; results are on disk")
+            return Tracker()
+        _warn("online init", e, "logging offline instead (`wandb login`, then `wandb sync` uploads it)")
+    try:
+        return WandbTracker(_init("offline", wdir, timeout, kwargs))
+    except Exception as e:
+        _warn("offline init", e, "nothing is tracked; results are on disk")
         return Tracker()
+
+
+def _init(mode: str, wdir: Path, timeout: float, kwargs: Mapping[str, Any]) -> Any:
+    import wandb
+
+    return wandb.init(
+        mode=mode,
+        dir=str(wdir),
+        # A sweep runs its jobs one after another in one process: each job must have its own
+        # run, so a run left open (a crashed job) is finished first.
+        reinit="finish_previous",
+        settings=wandb.Settings(console="off", x_disable_stats=True, silent=True, init_timeout=timeout),
+        **kwargs,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading an offline run back
+# ------------------------------------------------------------------------------------------------
+# The .wandb file is a LevelDB-style log: a 7-byte header (":W&B", magic 0xBEE1 u16 LE, version
+# u8 0), then 32 KiB blocks of records, each a 7-byte header (checksum u32 LE, length u16 LE,
+# type u8) and its data. A record too long for the rest of a block is split FIRST/MIDDLE/LAST;
+# fewer than 7 bytes left in a block are zero padding. The checksum is zlib's CRC-32 of the data,
+# seeded with the CRC-32 of the type byte. Each full record is a wandb_internal_pb2.Record.
+_HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
+_BLOCK = 32 * 1024
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def wandb_records(path: str | Path) -> list[bytes]:
+    """The raw protobuf records of a ``.wandb`` file, in order.
+
+    A record cut short at the end (a killed process) ends the list; a bad header or checksum
+    elsewhere is a UserError.
+    """
+    p = Path(path)
+    data = p.read_bytes()
+    if data[: len(_HEADER)] != _HEADER:
+        raise UserError(f"{str(p)!r} is not a W&B run file (bad header)")
+    records: list[bytes] = []
+    pending: bytearray | None = None
+    pos = len(_HEADER)
+    while pos + 7 <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < 7:  # block trailer: padding
+            pos += left
+            continue
+        crc, length, kind = struct.unpack_from("<IHB", data, pos)
+        if crc == 0 and length == 0 and kind == 0:  # zero fill: nothing more was written
+            break
+        start, end = pos + 7, pos + 7 + length
+        if end > len(data):
+            break  # truncated by a kill
+        chunk = data[start:end]
+        if zlib.crc32(chunk, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc:
+            raise UserError(f"{str(p)!r} is corrupt: bad checksum at byte {pos}")
+        pos = end
+        if kind == _FULL:
+            records.append(chunk)
+        elif kind == _FIRST:
+            pending = bytearray(chunk)
+        elif kind == _MIDDLE and pending is not None:
+            pending += chunk
+        elif kind == _LAST and pending is not None:
+            records.append(bytes(pending + chunk))
+            pending = None
+        else:
+            raise UserError(f"{str(p)!r} is corrupt: record type {kind} at byte {pos}")
+    return records
+
+
+def _item_value(item: Any) -> Any:
+    """The value of a HistoryItem/SummaryItem/ConfigItem (typed oneof or JSON text)."""
+    which = item.WhichOneof("value") if "value" in item.DESCRIPTOR.oneofs_by_name else None
+    if which == "none":
+        return None
+    if which == "json":
+        return json.loads(item.json)
+    if which is not None:
+        return getattr(item, which)
+    return json.loads(item.value_json) if item.value_json else None
+
+
+def _set_nested(d: dict[str, Any], keys: Sequence[str], value: Any) -> None:
+    for k in keys[:-1]:
+        nxt = d.get(k)
+        if not isinstance(nxt, dict):
+            nxt = d[k] = {}
+        d = nxt
+    d[keys[-1]] = value
+
+
+def _item_keys(item: Any) -> list[str]:
+    return list(item.nested_key) if len(item.nested_key) else [item.key]
+
+
+def find_offline_runs(root: str | Path) -> list[Path]:
+    """The ``offline-run-*`` directories under ``root`` (a job's run dir, or its ``wandb/``), oldest first."""
+    r = Path(root)
+    found = sorted({p.parent for p in r.glob("**/offline-run-*/run-*.wandb")})
+    return found
+
+
+def read_offline_run(path: str | Path) -> dict[str, Any]:
+    """Read an offline W&B run: a ``.wandb`` file or its ``offline-run-*`` directory.
+
+    Returns a dict with ``id``, ``project``, ``name``, ``group``, ``job_type``, ``tags``,
+    ``config`` (the run's config, nested), ``history`` (one dict per logged step, media entries
+    as their metadata dicts), ``summary`` (nested), ``artifacts`` (``name``, ``type`` and
+    ``files``: path -> digest and size, for each logged artifact, including W&B's own for
+    tables), ``exit_code`` (None if the run never finished), ``files_dir`` and ``media`` (paths
+    of the files under ``files/media``).
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.glob("run-*.wandb"))
+        if not files:
+            raise UserError(f"{str(p)!r} holds no run-*.wandb file; give an offline-run-* directory")
+        p = files[0]
+    if not p.is_file():
+        raise UserError(f"W&B run file {str(p)!r} does not exist")
+    out: dict[str, Any] = {"id": None, "project": None, "name": None, "group": None, "job_type": None,
+                           "tags": [], "config": {}, "history": [], "summary": {}, "artifacts": [], "exit_code": None}
+    for raw in wandb_records(p):
+        rec = pb.Record()
+        rec.ParseFromString(raw)
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            run = rec.run
+            out.update(id=run.run_id, project=run.project, name=run.display_name, group=run.run_group,
+                       job_type=run.job_type, tags=list(run.tags))
+            for it in run.config.update:
+                _set_nested(out["config"], _item_keys(it), _item_value(it))
+        elif kind == "config":
+            for it in rec.config.update:
+                _set_nested(out["config"], _item_keys(it), _item_value(it))
+        elif kind == "history":
+            row: dict[str, Any] = {}
+            for it in rec.history.item:
+                _set_nested(row, _item_keys(it), _item_value(it))
+            out["history"].append(row)
+        elif kind == "summary":
+            for it in rec.summary.update:
+                _set_nested(out["summary"], _item_keys(it), _item_value(it))
+            for it in rec.summary.remove:
+                keys = _item_keys(it)
+                node = out["summary"]
+                for k in keys[:-1]:
+                    node = node.get(k, {}) if isinstance(node, dict) else {}
+                if isinstance(node, dict):
+                    node.pop(keys[-1], None)
+        elif kind == "artifact":
+            art = rec.artifact
+            out["artifacts"].append({"name": art.name, "type": art.type,
+                                     "files": {e.path: {"digest": e.digest, "size": int(e.size)}
+                                               for e in art.manifest.contents}})
+        elif kind == "exit":
+            out["exit_code"] = int(rec.exit.exit_code)
+    out["config"].pop("_wandb", None)
+    files_dir = p.parent / "files"
+    out["files_dir"] = files_dir
+    out["media"] = sorted(q for q in (files_dir / "media").glob("**/*") if q.is_file())
+    return out

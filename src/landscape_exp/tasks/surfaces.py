@@ -16,6 +16,7 @@ from landscape_exp.figures import render_surface
 from landscape_exp.grid import Grid, parse_grid
 from landscape_exp.resources import check_surface_resources
 from landscape_exp.sharding import check_shard, merge_shards, shard_indices, shard_path
+from landscape_exp.sharpness import sharpness_summary, store_sharpness
 from landscape_exp.surface import compute_surface
 from landscape_exp.surface_file import SurfaceFile, finite_summary, metric_names, read_surface
 from landscape_exp.tasks.common import (
@@ -79,8 +80,14 @@ def _cfg_note(a: dict, b: dict) -> str:
     return f"(differs in {', '.join(diff)})" if diff else ""
 
 
-def make_directions(ctx: RunContext, model: torch.nn.Module, ckpt: dict, kind: str, ignore: str | None) -> tuple[dict[str, list[torch.Tensor]], dict[str, Any]]:
-    """Directions for this task: from ``direction.file``, or built and saved to the run dir."""
+def make_directions(
+    ctx: RunContext, model: torch.nn.Module, ckpt: dict, kind: str, ignore: str | None, *, save: bool = True
+) -> tuple[dict[str, list[torch.Tensor]], dict[str, Any]]:
+    """Directions for this task: from ``direction.file``, or built and saved to the run dir.
+
+    With ``save=False`` a built direction file is not written yet (``info["pending_save"]``):
+    the caller writes it with :func:`save_pending_directions` once the surface file has accepted
+    the run, so a refused rerun leaves the old directions.h5 untouched."""
     task = ctx.cfg.task.name
     dcfg = ctx.cfg.direction
     origin = D.snapshot(model, kind)
@@ -115,9 +122,21 @@ def make_directions(ctx: RunContext, model: torch.nn.Module, ckpt: dict, kind: s
                 D.create_random_direction(origin, seed=yseed, norm=norm, ignore=ignore)
             info.update(yseed=yseed, same_dir=same)
     dir_file = ctx.out_dir / "directions.h5"
-    D.save_directions(dir_file, dirs, names=names, attrs={k: str(v) for k, v in info.items()})
     info["dir_file"] = str(dir_file.resolve())
+    if save:
+        save_pending_directions(dirs, {**info, "pending_save": names})
+    else:
+        info["pending_save"] = names
     return dirs, info
+
+
+def save_pending_directions(dirs: dict[str, list[torch.Tensor]], info: dict[str, Any]) -> None:
+    """Write a direction file that :func:`make_directions` built but did not save yet."""
+    names = info.pop("pending_save", None)
+    if names is None:
+        return
+    attrs = {k: str(v) for k, v in info.items() if k != "dir_file"}
+    D.save_directions(info["dir_file"], dirs, names=names, attrs=attrs)
 
 
 def shard_settings(ctx: RunContext) -> tuple[int, int]:
@@ -148,7 +167,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     dataset = dataset_for(ctx)
     ckpt_path = ensure_checkpoint(ctx)
     model, ckpt = load_for_analysis(ctx, ckpt_path, dataset)
-    dirs, dinfo = make_directions(ctx, model, ckpt, kind, ignore)
+    dirs, dinfo = make_directions(ctx, model, ckpt, kind, ignore, save=False)
     dir_list = [dirs["xdirection"]] + ([dirs["ydirection"]] if "ydirection" in dirs else [])
     cos = D.cosine_similarity(dir_list[0], dir_list[1]) if len(dir_list) == 2 else None
     norms = [D.norm(d) for d in dir_list]
@@ -171,7 +190,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     attrs = {
         "task": task, "model": model_cfg.get("name", "?"), "dataset": dataset.name,
         "normalization": dinfo.get("normalization", "none"), "checkpoint": str(Path(ckpt_path).resolve()),
-        "dir_file": dinfo["dir_file"], "direction_info": dinfo, "cosine_similarity": "nan" if cos is None else cos,
+        "dir_file": dinfo["dir_file"], "direction_info": {k: v for k, v in dinfo.items() if k != "pending_save"}, "cosine_similarity": "nan" if cos is None else cos,
         "config": ctx.container(cfg), "versions": versions(), "precision": precision.mode,
     }
     store_path = shard_path(surf_path, count, index) if count > 1 else surf_path
@@ -180,6 +199,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
                         indices=indices, extra_datasets={"dir_file": dinfo["dir_file"]},
                         move_corrupt_aside=bool(cfg.get("surface_recover", False)))
     with store:
+        save_pending_directions(dirs, dinfo)  # only now: the surface file accepted this config
         todo = len(store.pending())
         what = f"shard {index} of {count}: {len(store.indices)} of {grid.size}" if count > 1 else f"{grid.size}"
         print(f"{task}: {what} points ({store.num_done} already done, {todo} to compute) -> {store_path}")
@@ -197,6 +217,13 @@ def run(ctx: RunContext) -> dict[str, Any]:
         print(f"all {count} shards done: merged into {surf_path}")
     surface = read_surface(surf_path)
     summary = summarize(surface, grid, task)
+    # This checkpoint's sharpness, from the surface and from the model (which compute_surface left
+    # at the origin); stored in the surface file's attributes and logged with the summary.
+    sharp = sharpness_summary(surface, ctx.container(cfg.get("sharpness")), model=model,
+                              data=splits.get("train"), loss=str(cfg.eval.loss))
+    if sharp:
+        store_sharpness(surf_path, sharp)
+        summary.update(sharp)
     summary.update(stats)
     summary.update({"surface_file": str(surf_path), "dir_file": dinfo["dir_file"], "direction_norms": norms})
     if cos is not None:
@@ -212,7 +239,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
                 ctx.tracker.log_html(f, f"{task}/{f.stem}")
         summary["figures"] = [str(f) for f in figs]
     if grid.ndim == 1:
-        ctx.tracker.log_curve(task, surface["x"], {k: surface[k] for k in surface if k.endswith(("_loss", "_acc")) and k != "dir_file"}, xname="alpha")
+        done = surface["done"].ravel()
+        curves = {k: np.where(done, surface[k], np.nan) for k in surface if k.endswith(("_loss", "_acc"))}
+        ctx.tracker.log_curve(task, surface["x"], curves, xname="alpha")
     ctx.tracker.artifact([surf_path, Path(dinfo["dir_file"])], name=f"{task}-surface", kind="surface")
     return summary
 

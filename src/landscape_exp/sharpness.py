@@ -1,0 +1,638 @@
+"""Sharpness of a minimum, from a computed loss surface and from the model itself.
+
+From a filter-normalized 1D/2D surface ``f`` around the checkpoint (``f(0) = L(theta)``; Li et
+al. 2018 argue these are comparable across networks because filter normalization removes the
+ReLU/BatchNorm scale invariance):
+
+* **loss rise at radius r**: the mean of ``f`` over the points at distance ``r`` from the centre
+  minus ``f(0)``: ``(f(-r) + f(r))/2 - f(0)`` in 1D (linear interpolation between grid points),
+  the mean over the circle of radius ``r`` in 2D (bilinear interpolation). For ``f = c a^2`` it
+  is ``c r^2``. NaN where the points leave the grid.
+* **basin width at threshold t**: the connected sublevel set ``{f <= f(0) + t}`` around the
+  centre. In 1D its length (``2 sqrt(t/c)`` for ``c a^2``); in 2D twice its mean radius along
+  rays from the centre (the same ``2 sqrt(t/c)`` for ``c (a^2 + b^2)``) and its area. A basin
+  that reaches the edge of the grid is *open*: the width is then a lower bound.
+
+From the model (``L`` the mean loss over the given data):
+
+* **epsilon-sharpness** (Keskar et al. 2017):
+  ``100 * (max_{|delta_i| <= eps (|theta_i| + 1)} L(theta + delta) - L(theta)) / (1 + L(theta))``.
+* **adaptive sharpness** (Kwon et al. 2021, ASAM): ``max_{||T^-1 delta||_2 <= rho} L(theta +
+  delta) - L(theta)`` with ``T = diag(|theta| + eta)``. With ``eta = 0`` it is exactly invariant
+  to rescalings that leave the network's function unchanged (``w1 -> c w1, w2 -> w2 / c`` around
+  a ReLU), which epsilon-sharpness is not (Dinh et al. 2017).
+
+Both maxima are found by projected gradient ascent from a random start inside the set (at a
+minimum the gradient vanishes, so a start at ``delta = 0`` would not move); every iterate is
+feasible, so the reported value is a lower bound on the true maximum that tightens with ``steps``.
+``lambda_max`` and the trace of the Hessian come from :mod:`landscape_exp.spectral`.
+
+Metrics are returned as flat ``{"sharpness/<name>": float}`` dicts (summary, W&B, CSV) and stored
+in the surface file's ``sharpness`` attribute (JSON) by :func:`store_sharpness`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from scipy import ndimage
+from scipy.interpolate import RegularGridInterpolator
+from torch import Tensor, nn
+
+from landscape_exp.errors import UserError
+
+PREFIX = "sharpness/"
+DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "metric": None,               # the surface metric of the surface-based measures (None: train_loss, else test_loss)
+    "radii": [0.1, 0.25, 0.5, 1.0],
+    "thresholds": [0.1, 1.0],
+    "model": True,                # epsilon / adaptive sharpness by gradient ascent on the model
+    "eps": 1e-3,
+    "rho": 0.05,
+    "eta": 0.01,
+    "steps": 10,
+    "restarts": 1,
+    "batch_size": 512,
+    "max_samples": None,          # null: the whole evaluated training split
+    "hessian": False,             # lambda_max (Lanczos) and trace (Hutchinson) of the Hessian
+    "hessian_iters": 20,
+    "hessian_probes": 10,
+    "seed": 0,
+}
+
+Objective = Callable[[Tensor], tuple[Tensor, Tensor]]
+Batch = tuple[Tensor, Tensor]
+BatchSource = Iterable[Batch] | Callable[[], Iterable[Batch]]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+# ================================================================================================
+# Surface-based measures
+# ================================================================================================
+def _axis(c: Any, name: str) -> np.ndarray:
+    a = np.asarray(c, dtype=np.float64)
+    if a.ndim != 1 or a.size < 2 or not np.all(np.isfinite(a)) or not np.all(np.diff(a) > 0):
+        raise UserError(f"{name} coordinates must be a strictly increasing 1-D array of >= 2 finite numbers")
+    return a
+
+
+def _positive(values: Iterable[float], name: str) -> list[float]:
+    out = [float(v) for v in values]
+    bad = [v for v in out if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise UserError(f"sharpness {name} must be positive numbers; got {bad[0]!r}")
+    return out
+
+
+def _values_1d(x: Any, loss: Any) -> tuple[np.ndarray, np.ndarray]:
+    xa = _axis(x, "x")
+    v = np.asarray(loss, dtype=np.float64)
+    if v.shape != xa.shape:
+        raise UserError(f"loss has shape {v.shape}; expected {xa.shape} like the coordinates")
+    return xa, v
+
+
+def centre_value_1d(x: Any, loss: Any) -> float:
+    """``f(0)`` by linear interpolation (NaN if 0 is outside the grid)."""
+    xa, v = _values_1d(x, loss)
+    return float(np.interp(0.0, xa, v)) if xa[0] <= 0.0 <= xa[-1] else math.nan
+
+
+def loss_rise_at_radii(x: Any, loss: Any, radii: Sequence[float] = (0.1, 0.25, 0.5, 1.0)) -> dict[float, float]:
+    """``{r: (f(-r) + f(r))/2 - f(0)}`` on a 1D surface (linear interpolation; NaN off the grid)."""
+    xa, v = _values_1d(x, loss)
+    c = centre_value_1d(xa, v)
+    out = {}
+    for r in _positive(radii, "radii"):
+        if -r < xa[0] or r > xa[-1]:
+            out[r] = math.nan
+        else:
+            out[r] = float(0.5 * (np.interp(-r, xa, v) + np.interp(r, xa, v)) - c)
+    return out
+
+
+def _first_crossing(dist: np.ndarray, vals: np.ndarray, level: float) -> tuple[float, bool]:
+    """Distance along a ray (``dist[0] = 0`` at the centre, increasing) where ``vals`` first
+    exceeds ``level``, linearly interpolated; ``(dist[-1], False)`` if it never does.
+
+    A non-finite value counts as above the level; the crossing is then put at the last finite
+    point before it (where the loss went is unknown, so the basin is not extended into it).
+    """
+    above = ~(vals <= level)  # NaN compares False: above
+    idx = np.flatnonzero(above)
+    if idx.size == 0:
+        return float(dist[-1]), False
+    k = int(idx[0])
+    if k == 0:
+        return 0.0, True
+    a, b = vals[k - 1], vals[k]
+    if not np.isfinite(b) or b == a:
+        return float(dist[k - 1]), True
+    frac = (level - a) / (b - a)
+    return float(dist[k - 1] + frac * (dist[k] - dist[k - 1])), True
+
+
+def basin_interval(x: Any, loss: Any, threshold: float) -> tuple[float, float, bool]:
+    """``(lo, hi, closed)``: the connected interval around 0 where ``f <= f(0) + threshold``.
+
+    The ends are linearly interpolated between grid points; ``closed`` is False when the
+    interval reaches an end of the grid (then ``lo``/``hi`` are the grid's ends there).
+    """
+    xa, v = _values_1d(x, loss)
+    (t,) = _positive([threshold], "thresholds")
+    c = centre_value_1d(xa, v)
+    if not math.isfinite(c):
+        return math.nan, math.nan, False
+    level = c + t
+    right = xa > 0
+    left = xa < 0
+    r, rc = _first_crossing(np.concatenate([[0.0], xa[right]]), np.concatenate([[c], v[right]]), level)
+    l_, lc = _first_crossing(np.concatenate([[0.0], -xa[left][::-1]]), np.concatenate([[c], v[left][::-1]]), level)
+    return -l_, r, bool(rc and lc)
+
+
+def basin_width(x: Any, loss: Any, threshold: float) -> float:
+    """Length of :func:`basin_interval` (a lower bound if the basin is open)."""
+    lo, hi, _ = basin_interval(x, loss, threshold)
+    return hi - lo
+
+
+def _values_2d(x: Any, y: Any, z: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xa, ya = _axis(x, "x"), _axis(y, "y")
+    za = np.asarray(z, dtype=np.float64)
+    if za.shape != (ya.size, xa.size):
+        raise UserError(f"2D loss has shape {za.shape}; expected (ny, nx) = {(ya.size, xa.size)}")
+    return xa, ya, za
+
+
+def _bilinear(xa: np.ndarray, ya: np.ndarray, za: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``f(a, b)`` by bilinear interpolation of ``za[j, i] = f(x_i, y_j)``; NaN outside."""
+    # inf would turn into NaN in the interpolation weights anyway; make that explicit.
+    zf = np.where(np.isfinite(za), za, np.nan)
+    interp = RegularGridInterpolator((ya, xa), zf, method="linear", bounds_error=False, fill_value=np.nan)
+    return lambda a, b: interp(np.stack([np.asarray(b, float).ravel(), np.asarray(a, float).ravel()], axis=1))
+
+
+def centre_value_2d(x: Any, y: Any, z: Any) -> float:
+    xa, ya, za = _values_2d(x, y, z)
+    return float(_bilinear(xa, ya, za)(np.zeros(1), np.zeros(1))[0])
+
+
+def loss_rise_2d(x: Any, y: Any, z: Any, radii: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
+                 n_angles: int = 256) -> dict[float, float]:
+    """``{r: mean over the circle of radius r of f - f(0)}`` (bilinear; NaN if the circle leaves the grid)."""
+    xa, ya, za = _values_2d(x, y, z)
+    f = _bilinear(xa, ya, za)
+    c = float(f(np.zeros(1), np.zeros(1))[0])
+    ang = np.linspace(0.0, 2 * np.pi, n_angles, endpoint=False)
+    out = {}
+    for r in _positive(radii, "radii"):
+        if -r < xa[0] or r > xa[-1] or -r < ya[0] or r > ya[-1]:
+            out[r] = math.nan
+        else:
+            out[r] = float(np.mean(f(r * np.cos(ang), r * np.sin(ang))) - c)
+    return out
+
+
+def basin_radii_2d(x: Any, y: Any, z: Any, threshold: float, n_angles: int = 256,
+                   oversample: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """``(radius, closed)`` per ray: where ``f`` first exceeds ``f(0) + threshold`` along each of
+    ``n_angles`` rays from the centre (``closed`` False where the ray reaches the grid edge first).
+
+    Rays are sampled every ``min(dx, dy) / oversample`` with bilinear interpolation.
+    """
+    xa, ya, za = _values_2d(x, y, z)
+    (t,) = _positive([threshold], "thresholds")
+    f = _bilinear(xa, ya, za)
+    c = float(f(np.zeros(1), np.zeros(1))[0])
+    radii = np.full(n_angles, math.nan)
+    closed = np.zeros(n_angles, dtype=bool)
+    if not math.isfinite(c):
+        return radii, closed
+    h = min(np.diff(xa).min(), np.diff(ya).min()) / max(int(oversample), 1)
+    for k, th in enumerate(np.linspace(0.0, 2 * np.pi, n_angles, endpoint=False)):
+        ca, sa = math.cos(th), math.sin(th)
+        # distance from the centre to the grid's boundary along this ray
+        reach = min((xa[-1] if ca > 0 else xa[0]) / ca if abs(ca) > 1e-12 else math.inf,
+                    (ya[-1] if sa > 0 else ya[0]) / sa if abs(sa) > 1e-12 else math.inf)
+        n = max(int(math.ceil(reach / h)), 1)
+        d = np.linspace(0.0, reach, n + 1)
+        vals = f(d * ca, d * sa)
+        vals[0] = c
+        radii[k], closed[k] = _first_crossing(d, vals, c + t)
+    return radii, closed
+
+
+def basin_width_2d(x: Any, y: Any, z: Any, threshold: float, n_angles: int = 256) -> tuple[float, bool]:
+    """``(2 * mean ray radius, closed)`` of the basin (a lower bound where it is open)."""
+    r, closed = basin_radii_2d(x, y, z, threshold, n_angles)
+    return float(2.0 * np.mean(r)), bool(closed.all())
+
+
+def basin_area_2d(x: Any, y: Any, z: Any, threshold: float, oversample: int = 8) -> tuple[float, bool]:
+    """``(area, closed)`` of the connected region of ``{f <= f(0) + threshold}`` holding the centre.
+
+    The surface is resampled ``oversample`` times finer by bilinear interpolation before the
+    region is labelled, so a smooth boundary is resolved to a fraction of a grid cell; ``closed``
+    is False when the region touches the grid's edge.
+    """
+    xa, ya, za = _values_2d(x, y, z)
+    (t,) = _positive([threshold], "thresholds")
+    f = _bilinear(xa, ya, za)
+    c = float(f(np.zeros(1), np.zeros(1))[0])
+    if not math.isfinite(c):
+        return math.nan, False
+    k = max(int(oversample), 1)
+    fx = np.linspace(xa[0], xa[-1], (xa.size - 1) * k + 1)
+    fy = np.linspace(ya[0], ya[-1], (ya.size - 1) * k + 1)
+    gx, gy = np.meshgrid(fx, fy)
+    inside = (f(gx, gy) <= c + t).reshape(gx.shape)
+    labels, _ = ndimage.label(inside)
+    j, i = int(np.abs(fy).argmin()), int(np.abs(fx).argmin())
+    lab = labels[j, i]
+    if lab == 0:
+        return 0.0, True
+    region = labels == lab
+    # each fine sample stands for its cell; samples on the edge for half (corners a quarter)
+    wx = np.full(fx.size, fx[1] - fx[0])
+    wx[[0, -1]] *= 0.5
+    wy = np.full(fy.size, fy[1] - fy[0])
+    wy[[0, -1]] *= 0.5
+    area = float((region * wy[:, None] * wx[None, :]).sum())
+    touches = region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any()
+    return area, not touches
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+def surface_sharpness(surface: Mapping[str, Any], *, metric: str | None = None,
+                      radii: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
+                      thresholds: Sequence[float] = (0.1, 1.0)) -> dict[str, float]:
+    """Surface-based sharpness of a surface as returned by ``read_surface``.
+
+    Keys: ``sharpness/rise_r<r>``, ``sharpness/width_t<t>``, ``sharpness/basin_open_t<t>`` (1.0
+    if the basin reaches the grid's edge: the width is then a lower bound) and, for 2D surfaces,
+    ``sharpness/area_t<t>``. ``metric`` None: ``train_loss``, else ``test_loss``. Points not
+    computed yet are treated as missing (NaN).
+    """
+    held = [k for k in surface if k.endswith(("_loss", "_acc"))]
+    if metric:
+        if metric not in surface:
+            raise UserError(f"sharpness.metric={metric!r} is not in the surface; it holds: {', '.join(held)}")
+        key = metric
+    else:
+        key = next((k for k in ("train_loss", "test_loss") if k in surface), None)
+        if key is None:
+            return {}
+    z = np.asarray(surface[key], dtype=np.float64).copy()
+    done = surface.get("done")
+    if done is not None:
+        z[~np.asarray(done, dtype=bool).reshape(z.shape)] = np.nan
+    out: dict[str, float] = {}
+    if surface.get("y") is None:
+        x = surface["x"]
+        out.update({f"{PREFIX}rise_r{_fmt(r)}": v for r, v in loss_rise_at_radii(x, z, radii).items()})
+        for t in _positive(thresholds, "thresholds"):
+            lo, hi, closed = basin_interval(x, z, t)
+            out[f"{PREFIX}width_t{_fmt(t)}"] = hi - lo
+            out[f"{PREFIX}basin_open_t{_fmt(t)}"] = 0.0 if closed else 1.0
+        return out
+    x, y = surface["x"], surface["y"]
+    out.update({f"{PREFIX}rise_r{_fmt(r)}": v for r, v in loss_rise_2d(x, y, z, radii).items()})
+    for t in _positive(thresholds, "thresholds"):
+        width, closed = basin_width_2d(x, y, z, t)
+        area, aclosed = basin_area_2d(x, y, z, t)
+        out[f"{PREFIX}width_t{_fmt(t)}"] = width
+        out[f"{PREFIX}area_t{_fmt(t)}"] = area
+        out[f"{PREFIX}basin_open_t{_fmt(t)}"] = 0.0 if (closed and aclosed) else 1.0
+    return out
+
+
+# ================================================================================================
+# Model-based measures: projected gradient ascent on flat perturbation vectors
+# ================================================================================================
+def _gen(seed: int) -> torch.Generator:
+    # Starts are drawn on the CPU and moved: the same seed gives the same start on CPU and CUDA.
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _check_steps(steps: int, restarts: int) -> None:
+    if int(steps) < 0 or int(restarts) < 1:
+        raise UserError(f"sharpness steps={steps} must be >= 0 and restarts={restarts} >= 1")
+
+
+def box_ascent(objective: Objective, bound: Tensor, *, steps: int = 10, step_size: float | None = None,
+               restarts: int = 1, seed: int = 0) -> tuple[float, Tensor]:
+    """``max f(delta)`` over the box ``|delta_i| <= bound_i`` by projected sign-gradient ascent.
+
+    The sign of the gradient is the steepest-ascent direction for the box's (infinity) norm;
+    each step moves every coordinate by ``step_size * bound_i`` (default ``2.5 / steps``, so a
+    coordinate can cross the box in the allotted steps) and clips back into the box. Starts are
+    uniform in the box. Returns ``(best value, its delta)`` over all iterates of all restarts.
+    """
+    _check_steps(steps, restarts)
+    alpha = (2.5 / max(int(steps), 1)) if step_size is None else float(step_size)
+    gen = _gen(seed)
+    best, best_delta = -math.inf, torch.zeros_like(bound)
+    for _ in range(int(restarts)):
+        u = torch.rand(bound.shape, generator=gen, dtype=torch.float64).to(bound.device, bound.dtype)
+        delta = (2 * u - 1) * bound
+        for s in range(int(steps) + 1):
+            f, g = objective(delta)
+            fv = float(f)
+            if fv > best or not math.isfinite(best):
+                best, best_delta = fv, delta.detach().clone()
+            if s == int(steps):
+                break
+            delta = torch.clamp(delta + alpha * bound * torch.sign(g), -bound, bound)
+    return best, best_delta
+
+
+def ball_ascent(objective: Objective, scale: Tensor, rho: float, *, steps: int = 10,
+                step_size: float | None = None, restarts: int = 1, seed: int = 0) -> tuple[float, Tensor]:
+    """``max f(scale * u)`` over the ball ``||u||_2 <= rho`` by normalized gradient ascent in ``u``.
+
+    The gradient in ``u`` is ``scale * grad f`` (ASAM's scaled gradient); each step moves ``u``
+    by ``step_size * rho`` (default 1) along it and projects back onto the ball. Starts are
+    uniform on the sphere. For a quadratic ``f = d^T H d / 2`` this is a shifted power iteration
+    on ``T H T``, converging to ``rho^2 / 2 * lambda_max(T H T)``. Returns ``(best value, its
+    delta = scale * u)`` over all iterates of all restarts.
+    """
+    _check_steps(steps, restarts)
+    if not (math.isfinite(rho) and rho > 0):
+        raise UserError(f"sharpness rho={rho!r} must be a positive number")
+    alpha = 1.0 if step_size is None else float(step_size)
+    gen = _gen(seed)
+    best, best_delta = -math.inf, torch.zeros_like(scale)
+    for _ in range(int(restarts)):
+        u = torch.randn(scale.shape, generator=gen, dtype=torch.float64).to(scale.device, scale.dtype)
+        u = u * (rho / u.norm().clamp_min(1e-30))
+        for s in range(int(steps) + 1):
+            delta = scale * u
+            f, g = objective(delta)
+            fv = float(f)
+            if fv > best or not math.isfinite(best):
+                best, best_delta = fv, delta.detach().clone()
+            if s == int(steps):
+                break
+            gu = scale * g
+            gn = gu.norm()
+            if float(gn) == 0.0:
+                break  # a stationary point of the scaled problem: nowhere to go
+            u = u + (alpha * rho / gn) * gu
+            u = u * torch.clamp(rho / u.norm(), max=1.0)
+    return best, best_delta
+
+
+def _batches(source: BatchSource) -> Iterable[Batch]:
+    return source() if callable(source) else source
+
+
+def loss_objective(model: nn.Module, params: Sequence[tuple[str, nn.Parameter]], batches: BatchSource,
+                   loss_fn: LossFn) -> Objective:
+    """``delta -> (L(theta + delta), grad L(theta + delta))`` over all batches (flat vectors).
+
+    ``L`` is the mean of ``loss_fn`` over every sample (``loss_fn`` returns the batch mean); the
+    other parameters and buffers of ``model`` are held as they are. The model is called through
+    ``torch.func.functional_call``, so its own tensors are never changed.
+    """
+    names = [n for n, _ in params]
+    base = [p.detach() for _, p in params]
+    sizes = [b.numel() for b in base]
+
+    def objective(delta: Tensor) -> tuple[Tensor, Tensor]:
+        parts = delta.split(sizes)
+        ws = [(b + d.view_as(b)).requires_grad_(True) for b, d in zip(base, parts)]
+        total = torch.zeros((), dtype=torch.float64, device=base[0].device)
+        grads = [torch.zeros_like(b) for b in base]
+        n = 0
+        for x, y in _batches(batches):
+            out = torch.func.functional_call(model, dict(zip(names, ws)), (x,))
+            bs = int(y.shape[0])
+            loss = loss_fn(out, y) * bs  # summed over the batch: divided by N once at the end
+            g = torch.autograd.grad(loss, ws, allow_unused=True)
+            total += loss.detach().double()
+            for acc, gi in zip(grads, g):
+                if gi is not None:
+                    acc += gi
+            n += bs
+        if n == 0:
+            raise UserError("sharpness got no data: the batches are empty")
+        return total / n, torch.cat([gi.reshape(-1) for gi in grads]) / n
+
+    return objective
+
+
+def _select_params(model: nn.Module, params: Sequence[str] | None) -> list[tuple[str, nn.Parameter]]:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.is_floating_point()]
+    if params is not None:
+        want = set(params)
+        missing = want - {n for n, _ in named}
+        if missing:
+            raise UserError(f"sharpness params {sorted(missing)} are not trainable parameters of the model; "
+                            f"allowed: {', '.join(n for n, _ in named)}")
+        named = [(n, p) for n, p in named if n in want]
+    if not named:
+        raise UserError("the model has no trainable parameters to perturb")
+    return named
+
+
+@dataclass(frozen=True)
+class SharpnessResult:
+    """``value``: the sharpness; ``base_loss``: ``L(theta)``; ``max_loss``: the best ``L(theta + delta)``
+    found; ``delta``: that perturbation (flat, in the order of the selected parameters)."""
+
+    value: float
+    base_loss: float
+    max_loss: float
+    delta: Tensor
+
+
+def epsilon_sharpness(model: nn.Module, batches: BatchSource, loss_fn: LossFn, *, eps: float = 1e-3,
+                      params: Sequence[str] | None = None, steps: int = 10, step_size: float | None = None,
+                      restarts: int = 1, seed: int = 0) -> SharpnessResult:
+    """Keskar et al. (2017): ``100 (max_{|delta_i| <= eps (|theta_i|+1)} L(theta+delta) - L(theta)) / (1 + L(theta))``.
+
+    Perturbs every trainable parameter (or the named ``params``) by :func:`box_ascent`; the
+    model should be in eval mode (BatchNorm running statistics) and is left unchanged.
+    """
+    if not (math.isfinite(eps) and eps > 0):
+        raise UserError(f"sharpness eps={eps!r} must be a positive number")
+    sel = _select_params(model, params)
+    obj = loss_objective(model, sel, batches, loss_fn)
+    theta = torch.cat([p.detach().reshape(-1) for _, p in sel])
+    base = float(obj(torch.zeros_like(theta))[0])
+    best, delta = box_ascent(obj, eps * (theta.abs() + 1), steps=steps, step_size=step_size,
+                             restarts=restarts, seed=seed)
+    best = max(best, base)  # delta = 0 is in the box
+    return SharpnessResult(100.0 * (best - base) / (1.0 + base), base, best, delta)
+
+
+def adaptive_sharpness(model: nn.Module, batches: BatchSource, loss_fn: LossFn, *, rho: float = 0.05,
+                       eta: float = 0.01, params: Sequence[str] | None = None, steps: int = 10,
+                       step_size: float | None = None, restarts: int = 1, seed: int = 0) -> SharpnessResult:
+    """Kwon et al. (2021): ``max_{||T^-1 delta||_2 <= rho} L(theta + delta) - L(theta)``, ``T = |theta| + eta``.
+
+    By :func:`ball_ascent` in ``u = T^-1 delta``. ``eta > 0`` lets parameters at zero move (as
+    in ASAM) at the price of exact scale invariance, which holds for ``eta = 0``.
+    """
+    if not (math.isfinite(eta) and eta >= 0):
+        raise UserError(f"sharpness eta={eta!r} must be a number >= 0")
+    sel = _select_params(model, params)
+    obj = loss_objective(model, sel, batches, loss_fn)
+    theta = torch.cat([p.detach().reshape(-1) for _, p in sel])
+    base = float(obj(torch.zeros_like(theta))[0])
+    best, delta = ball_ascent(obj, theta.abs() + eta, rho, steps=steps, step_size=step_size,
+                              restarts=restarts, seed=seed)
+    best = max(best, base)
+    return SharpnessResult(best - base, base, best, delta)
+
+
+def hessian_sharpness(model: nn.Module, batches: BatchSource, loss_fn: LossFn, num_samples: int, *,
+                      params: Sequence[str] | None = None, iters: int = 20, probes: int = 10,
+                      seed: int = 0) -> dict[str, float]:
+    """``{"lambda_max": top Hessian eigenvalue (Lanczos, iters steps), "trace": Hutchinson estimate}``."""
+    from landscape_exp.hvp import HessianOperator
+    from landscape_exp.spectral import hutchinson_trace, top_eigenpairs
+
+    sel = [p for _, p in _select_params(model, params)]
+    op = HessianOperator(model, sel, batches, loss_fn, num_samples)
+    gen = torch.Generator().manual_seed(int(seed))
+    vals, _ = top_eigenpairs(op, op.dim, 1, method="lanczos", max_iter=max(1, min(int(iters), op.dim)),
+                             tol=1e-3, generator=gen)
+    trace, _, _ = hutchinson_trace(op, op.dim, max(int(probes), 2), generator=gen)
+    return {"lambda_max": float(vals[0]), "trace": trace}
+
+
+def model_sharpness(model: nn.Module, data: Any, *, loss: str = "crossentropy", batch_size: int = 512,
+                    max_samples: int | None = None, eps: float = 1e-3, rho: float = 0.05, eta: float = 0.01,
+                    steps: int = 10, restarts: int = 1, seed: int = 0, hessian: bool = False,
+                    hessian_iters: int = 20, hessian_probes: int = 10) -> dict[str, float]:
+    """Model-based sharpness of ``model`` (in eval mode, fp32) on a :class:`~landscape_exp.data.DeviceData` split.
+
+    Keys: ``sharpness/epsilon``, ``sharpness/adaptive``, ``sharpness/base_loss`` and, with
+    ``hessian``, ``sharpness/lambda_max`` and ``sharpness/trace``. ``max_samples`` keeps the
+    first samples of the split only (the whole split by default).
+    """
+    from landscape_exp.evaluation import mean_loss_fn
+
+    if int(batch_size) < 1:
+        raise UserError(f"sharpness.batch_size={batch_size} must be >= 1")
+    n = len(data) if max_samples is None else min(len(data), int(max_samples))
+    if n < 1:
+        raise UserError(f"sharpness.max_samples={max_samples} leaves no data; use null or a positive number")
+    bs = int(batch_size)
+
+    def batches() -> Iterable[Batch]:
+        for s in range(0, n, bs):
+            e = min(s + bs, n)
+            yield data.normalize(data.images[s:e]), data.targets[s:e]
+
+    loss_fn = mean_loss_fn(loss)
+    was_training = model.training
+    model.eval()
+    try:
+        kw = dict(steps=int(steps), restarts=int(restarts), seed=int(seed))
+        es = epsilon_sharpness(model, batches, loss_fn, eps=float(eps), **kw)
+        ad = adaptive_sharpness(model, batches, loss_fn, rho=float(rho), eta=float(eta), **kw)
+        out = {f"{PREFIX}epsilon": es.value, f"{PREFIX}adaptive": ad.value, f"{PREFIX}base_loss": es.base_loss}
+        if hessian:
+            h = hessian_sharpness(model, batches, loss_fn, n, iters=int(hessian_iters), probes=int(hessian_probes),
+                                  seed=int(seed))
+            out.update({f"{PREFIX}{k}": v for k, v in h.items()})
+    finally:
+        model.train(was_training)
+    return out
+
+
+# ================================================================================================
+# Wiring: one call from a surface task, and the surface file's attribute
+# ================================================================================================
+def sharpness_settings(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``sharpness`` config group merged over :data:`DEFAULTS`; unknown keys are a UserError."""
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"unknown sharpness setting(s) {', '.join(unknown)}; allowed: {', '.join(DEFAULTS)}")
+    out = {**DEFAULTS, **{k: v for k, v in cfg.items()}}
+    out["radii"] = _positive(out["radii"] or [], "radii")
+    out["thresholds"] = _positive(out["thresholds"] or [], "thresholds")
+    return out
+
+
+def sharpness_summary(surface: Mapping[str, Any], cfg: Mapping[str, Any] | None, *, model: nn.Module | None = None,
+                      data: Any = None, loss: str = "crossentropy") -> dict[str, float]:
+    """All sharpness metrics of one checkpoint's surface (``cfg``: the ``sharpness`` config group).
+
+    Surface-based measures from ``surface`` (as ``read_surface`` returns it); model-based ones
+    when ``model`` and ``data`` (the training split on the model's device) are given and
+    ``cfg.model`` is true. Returns ``{}`` when ``cfg.enabled`` is false.
+    """
+    s = sharpness_settings(cfg)
+    if not s["enabled"]:
+        return {}
+    out = surface_sharpness(surface, metric=s["metric"], radii=s["radii"], thresholds=s["thresholds"])
+    if s["model"] and model is not None and data is not None:
+        out.update(model_sharpness(
+            model, data, loss=loss, batch_size=int(s["batch_size"]), max_samples=s["max_samples"],
+            eps=float(s["eps"]), rho=float(s["rho"]), eta=float(s["eta"]), steps=int(s["steps"]),
+            restarts=int(s["restarts"]), seed=int(s["seed"]), hessian=bool(s["hessian"]),
+            hessian_iters=int(s["hessian_iters"]), hessian_probes=int(s["hessian_probes"])))
+    return out
+
+
+def store_sharpness(path: str | Path, metrics: Mapping[str, float]) -> bool:
+    """Store ``metrics`` as the surface file's ``sharpness`` attribute (JSON), atomically.
+
+    The file is copied, the attribute set on the copy and the copy renamed over the file, so a
+    kill leaves either the old or the new file. Returns False (and changes nothing) when another
+    process holds the surface's lock.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"surface file {str(p)!r} does not exist")
+    lock = os.open(p.with_name(p.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.sharpness.tmp")
+        shutil.copyfile(p, tmp)
+        try:
+            with h5py.File(tmp, "a") as f:
+                f.attrs["sharpness"] = json.dumps({k: float(v) for k, v in metrics.items()})
+                f.flush()
+            os.replace(tmp, p)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+
+
+def read_sharpness(surface_or_attrs: Mapping[str, Any]) -> dict[str, float]:
+    """The ``sharpness`` attribute of a surface (``read_surface`` dict or its ``attrs``), or ``{}``."""
+    attrs = surface_or_attrs.get("attrs", surface_or_attrs)
+    raw = attrs.get("sharpness") if isinstance(attrs, Mapping) else None
+    if raw is None:
+        return {}
+    try:
+        return {str(k): float(v) for k, v in json.loads(raw).items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}

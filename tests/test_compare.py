@@ -1,0 +1,207 @@
+"""task=compare on real runs (a Hydra multirun and single runs): the figures exist, and every
+number in the table is the run's own, read independently from its files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from landscape_exp.compare import (
+    config_differences,
+    find_runs,
+    flatten_config,
+    load_run_config,
+    rank_correlations,
+    run_names,
+)
+from landscape_exp.errors import UserError
+
+from conftest import compose_cfg, run_cli
+
+TINY = ["model=mlp", "model.hidden=[16]", "dataset=digits", "optim.epochs=1", "x=-1:1:5", "progress=false",
+        "plot.enabled=false"]
+
+
+def _ensure_sharpness(run_dir: Path) -> None:
+    """Surface-based sharpness in the surface file, as the surface tasks store it (kept if there)."""
+    from landscape_exp.sharpness import sharpness_summary, store_sharpness
+    from landscape_exp.surface_file import read_surface
+
+    surface = read_surface(run_dir / "surface.h5")
+    if "sharpness" not in surface["attrs"]:
+        assert store_sharpness(run_dir / "surface.h5", sharpness_summary(surface, {"radii": [0.5, 1.0], "thresholds": [0.1, 1.0]}))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A real two-job multirun of 2D surfaces (train and test splits) and two single 1D runs
+    (training split only) made in-process from the same cached checkpoints."""
+    from landscape_exp.app import run_job
+
+    root = tmp_path_factory.mktemp("cmp")
+    res = run_cli(["-m", "task=surface2d", *TINY, "y=-1:1:5", "seed=0,1", "eval.splits=[train,test]", "logger=none",
+                   f"paths.root={root}"], root, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (sweep,) = (root / "outputs" / "multirun").glob("*/*")
+    for job in ("0", "1"):
+        _ensure_sharpness(sweep / job)
+    singles = []
+    for seed in (0, 1):
+        out = root / "single" / f"seed{seed}"
+        cfg = compose_cfg(root, ["task=surface1d", *TINY, f"seed={seed}"])
+        run_job(cfg, output_dir=out, job={"name": f"seed={seed}", "multirun": False})
+        (out / ".hydra").mkdir()
+        OmegaConf.save(cfg, out / ".hydra" / "config.yaml")  # what Hydra saves: the unresolved config
+        _ensure_sharpness(out)
+        singles.append(out)
+    return root, sweep, singles
+
+
+def _compare(root: Path, out: Path, overrides: list[str]) -> dict:
+    from landscape_exp.app import run_job
+
+    cfg = compose_cfg(root, ["task=compare", *overrides])
+    return run_job(cfg, output_dir=out, job={"name": "compare", "multirun": False})
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _own_numbers(run_dir: Path) -> dict[str, float]:
+    """What the run itself says, straight from its files."""
+    s = json.loads((run_dir / "summary.json").read_text())
+    with h5py.File(run_dir / "surface.h5", "r") as f:
+        sharp = json.loads(f.attrs["sharpness"])
+        ckpt_path = f.attrs["checkpoint"]
+    sharp.update({k: v for k, v in s.items() if k.startswith("sharpness/")})
+    if "test_loss/centre" in s:
+        own = {k: s[f"{k}/centre"] for k in ("train_loss", "test_loss", "train_acc", "test_acc")}
+    else:  # training split only: the analysed checkpoint's own metrics
+        own = dict(torch.load(ckpt_path, weights_only=True)["metrics"])
+    own["test_error"] = 100.0 - own["test_acc"]
+    own["gap"] = own["test_loss"] - own["train_loss"]
+    return {**{k: own[k] for k in ("train_loss", "test_loss", "test_acc", "test_error", "gap")}, **sharp}
+
+
+def test_compare_a_multirun(runs, tmp_path):
+    root, sweep, _ = runs
+    out = tmp_path / "cmp"
+    summary = _compare(root, out, [f"task.sweep_dir={sweep}"])
+    assert summary["runs"] == 2
+    assert (out / "compare_2d.png").read_bytes()[:4] == b"\x89PNG" and (out / "compare_2d.pdf").is_file()
+    assert not (out / "compare_1d.png").exists()  # no 1D runs
+    assert summary["differing_keys"] == ["seed"]
+    rows = _read_csv(out / "compare.csv")
+    assert [r["run"] for r in rows] == ["0", "1"] and [r["seed"] for r in rows] == ["0", "1"]
+    for r in rows:
+        own = _own_numbers(sweep / r["run"])
+        assert r["source"] == "surface centre"
+        assert any(k.startswith("sharpness/rise_r") for k in own) and any(k.startswith("sharpness/area_t") for k in own)
+        for k, v in own.items():
+            assert float(r[k]) == v or (math.isnan(v) and math.isnan(float(r[k]))), k
+    # two runs are too few for a rank correlation: reported, as NaN
+    corr = _read_csv(out / "correlations.csv")
+    measures = {k for k in own if k.startswith("sharpness/") and "basin_open" not in k and k != "sharpness/base_loss"}
+    assert {c["metric"] for c in corr} == measures
+    assert all(c["runs"] == "2" and math.isnan(float(c["spearman_rho"])) for c in corr)
+    md = (out / "compare.md").read_text()
+    assert "| run | seed | train_loss |" in md and "Spearman" in md
+    assert json.loads((out / "summary.json").read_text())["runs"] == 2
+
+
+def test_compare_a_list_of_runs_1d_and_2d(runs, tmp_path):
+    root, sweep, singles = runs
+    out = tmp_path / "cmp"
+    listed = [*singles, sweep / "0"]
+    summary = _compare(root, out, [f"task.runs=[{','.join(str(p) for p in listed)}]"])
+    assert summary["runs"] == 3
+    for stem in ("compare_1d", "compare_2d"):
+        assert (out / f"{stem}.png").is_file() and (out / f"{stem}.pdf").is_file()
+    assert {"seed", "task.name", "eval.splits"} <= set(summary["differing_keys"])
+    rows = _read_csv(out / "compare.csv")
+    assert [r["run"] for r in rows] == ["seed0", "seed1", "0"]
+    assert [r["source"] for r in rows] == ["checkpoint", "checkpoint", "surface centre"]
+    for r, d in zip(rows, listed):
+        for k, v in _own_numbers(d).items():
+            assert float(r[k]) == v or (math.isnan(v) and math.isnan(float(r[k]))), (d, k)
+    # seed 0 and the 2D job of seed 0 analyse the same cached checkpoint: same test error
+    assert rows[0]["test_error"] == rows[2]["test_error"]
+
+
+def test_figures_draw_each_runs_own_values(runs):
+    from matplotlib.contour import ContourSet
+
+    from landscape_exp.compare import compare_runs, figure_contour_grid, figure_overlay_1d, load_run
+
+    _, sweep, singles = runs
+    one = [load_run(p) for p in singles]
+    fig = figure_overlay_1d(one, labels=["a", "b"])
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_label() for ln in lines] == ["a", "b"]  # train loss only: no test split in these
+    for ln, r in zip(lines, one):
+        np.testing.assert_array_equal(ln.get_xdata(), r.surface["x"])
+        np.testing.assert_array_equal(ln.get_ydata(), r.surface["train_loss"])
+    two = [load_run(sweep / j) for j in ("0", "1")]
+    fig = figure_contour_grid(two, vmin=0.5, vmax=3.0, vlevel=0.25)
+    sets = [c for ax in fig.axes for c in ax.collections if isinstance(c, ContourSet) and c.filled]
+    assert len(sets) == 2
+    for cs in sets:  # one colour scale for all panels
+        np.testing.assert_allclose(cs.levels, np.arange(0.5, 3.0, 0.25))
+        assert (cs.norm.vmin, cs.norm.vmax) == (0.5, 3.0)
+    with pytest.raises(UserError, match="unknown compare metric 'train_los'"):
+        compare_runs([sweep / "0"], sweep.parent / "x", metric="train_los")
+
+
+def test_rank_correlation_equals_brute_force_spearman():
+    a = np.array([0.3, 1.2, 0.7, 2.5, 0.1, 1.9, 0.5])
+    gap = np.array([0.02, 0.05, 0.06, 0.04, 0.01, 0.09, 0.03])
+
+    def ranks(v):
+        return np.argsort(np.argsort(v)).astype(float)
+
+    expect = float(np.corrcoef(ranks(a), ranks(gap))[0, 1])
+    table = [{"m": float(x), "gap": float(g)} for x, g in zip(a, gap)]
+    table.append({"m": math.nan, "gap": 0.5})  # dropped, not ranked
+    (c,) = rank_correlations(table, ["m"])
+    assert c["runs"] == 7 and c["spearman_rho"] == pytest.approx(expect, abs=1e-12)
+    assert math.isnan(rank_correlations(table[:2], ["m"])[0]["spearman_rho"])
+    assert math.isnan(rank_correlations([{"m": 1.0, "gap": g} for g in (1, 2, 3)], ["m"])[0]["spearman_rho"])
+
+
+def test_config_differences_and_flattening(runs):
+    _, sweep, _ = runs
+    cfg = load_run_config(sweep / "0")
+    assert cfg["model.num_classes"] == 10  # ${dataset.num_classes}, resolved
+    assert not any(k.startswith(("paths.", "logger.", "hydra.")) for k in cfg)
+    assert flatten_config({"a": {"b": 1, "c": [1, 2]}, "d": {}}) == {"a.b": 1, "a.c": [1, 2], "d": {}}
+    assert config_differences([{"a": 1, "l": [1, 2]}, {"a": 1, "l": [1, 3]}, {"a": 1, "l": [1, 2], "n": None}]) == ["l", "n"]
+    assert run_names([Path("/x/a/0"), Path("/x/b/0"), Path("/x/b/1")]) == ["a/0", "b/0", "b/1"]  # one depth for all
+
+
+def test_finding_runs(runs, tmp_path):
+    _, sweep, singles = runs
+    assert find_runs(sweep) == [sweep / "0", sweep / "1"]
+    with pytest.raises(UserError, match="task.sweep_dir=<multirun dir> or task.runs"):
+        find_runs(None, None)
+    with pytest.raises(UserError, match="no numbered job directories"):
+        find_runs(tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        find_runs(None, [tmp_path / "nope"])
+    with pytest.raises(UserError, match="has no summary.json"):
+        find_runs(None, [tmp_path])
+    (tmp_path / "0").mkdir()
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "summary.json").write_text("{}")
+    with pytest.warns(RuntimeWarning, match="skipping .*/0.*no summary.json"):
+        assert find_runs(tmp_path) == [tmp_path / "1"]
+    assert find_runs(None, [singles[0], singles[0]]) == [singles[0]]  # listed twice, compared once
