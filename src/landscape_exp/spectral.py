@@ -241,7 +241,9 @@ def _lanczos_eigenpairs(mv: MatVec, dim: int, k: int, which: str, tol: float, ma
     """
     proc = _Lanczos(mv, _randn(dim, generator, device, dtype), dim, restart=True, generator=generator)
     cap = min(dim, max(max_iter, k))  # at least k Ritz values are needed
-    m = min(cap, max(2 * k + 10, 20))
+    # The check is a tiny tridiagonal eigenproblem and costs no HVP, so check early and often:
+    # every HVP saved is a full pass over the data.
+    m = min(cap, max(k + 4, 8))
     while True:
         proc.extend(m)
         theta, S = torch.linalg.eigh(proc.tridiagonal())
@@ -251,7 +253,7 @@ def _lanczos_eigenpairs(mv: MatVec, dim: int, k: int, which: str, tol: float, ma
         done = proc.stopped or bool((residual <= tol * theta_k.abs()).all())
         if done or proc.steps >= cap:
             break
-        m = min(cap, proc.steps + max(10, proc.steps // 2))
+        m = min(cap, proc.steps + max(2, proc.steps // 8))
     if len(theta_k) < k:  # only when the process stopped before finding k Ritz values
         raise UserError(f"lanczos found only {len(theta_k)} eigenpairs for k={k}")
     if not done:

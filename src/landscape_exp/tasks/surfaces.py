@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from landscape_exp import directions as D
 from landscape_exp.checkpoint import load_checkpoint, model_from_checkpoint
@@ -90,6 +91,9 @@ def make_directions(
     the run, so a refused rerun leaves the old directions.h5 untouched."""
     task = ctx.cfg.task.name
     dcfg = ctx.cfg.direction
+    if OmegaConf.is_missing(dcfg, "file"):  # direction=hessian: the file is required
+        raise UserError(f"direction={dcfg.get('name')} needs direction.file=<path> "
+                        "(task=hessian writes <run dir>/hessian_directions.h5)")
     origin = D.snapshot(model, kind)
     names = [n for n, _ in D.named_tensors(model, kind)]
     groups = ("xdirection", "ydirection") if task in TWO_D else ("xdirection",)
