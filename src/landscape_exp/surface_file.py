@@ -111,6 +111,9 @@ class SurfaceFile:
                 self.flush(force=True)
                 os.close(self._journal_fd)
                 self._journal_fd = None
+                # flushed: every journaled point is in the HDF5 file, so the empty journal goes
+                if self.journal.exists() and self.journal.stat().st_size == 0:
+                    self.journal.unlink()
         finally:
             self._unlock()
 
