@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import pickle
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,27 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
     return path
 
 
+def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(..., weights_only=True)`` without torch's pickle-protocol warning (a file it
+    warns about is read as plain data or refused all the same)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def refusal_reason(e: BaseException) -> str:
+    """Why the weights-only unpickler refused a file, in a few words: torch's own message carries
+    terminal escape codes and advice to load the file unsafely, neither of which we pass on."""
+    text = str(e)
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if m:
+        return f"it references {m.group(1)}"
+    m = re.search(r"Unsupported operand (\d+)", text)
+    if m:
+        return f"unsupported pickle operation {m.group(1)}"
+    return type(e).__name__
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely; every failure is one line naming the file."""
     p = Path(str(path)).expanduser()
@@ -43,12 +66,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not p.is_file():
         raise UserError(f"checkpoint {str(p)!r} is not a file")
     try:
-        data = torch.load(p, map_location=map_location, weights_only=True)
+        data = safe_torch_load(p, map_location)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
-            f"checkpoint {str(p)!r} was refused: it holds objects other than tensors and plain data, "
-            f"which could run code when loaded ({first[:160]})"
+            f"checkpoint {str(p)!r} was refused: it holds objects other than tensors and plain data "
+            f"({refusal_reason(e)}), which could run code when loaded"
         ) from None
     except Exception as e:  # truncated zip, not a torch file, permissions...
         raise UserError(f"checkpoint {str(p)!r} is unreadable ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
 
+from landscape_exp.checkpoint import refusal_reason, safe_torch_load
 from landscape_exp.data import DeviceData, augment_batch
 from landscape_exp.errors import UserError, choice_error
 from landscape_exp.evaluation import evaluate, mean_loss_fn
@@ -296,7 +298,14 @@ def train_curve(
     start = 0
     path = Path(state_path) if state_path is not None else None
     if path is not None and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = safe_torch_load(path)
+        except pickle.UnpicklingError as e:
+            raise UserError(f"curve training state {str(path)!r} was refused: it holds objects other than tensors "
+                            f"and plain data ({refusal_reason(e)}); delete it or use a new run directory") from None
+        except Exception as e:  # truncated or not a torch file
+            raise UserError(f"curve training state {str(path)!r} is unreadable ({type(e).__name__}); delete it or "
+                            f"use a new run directory") from None
         if state.get("format") != TRAIN_STATE_FORMAT or state.get("identity") != _plain(ident):
             raise UserError(f"{str(path)!r} holds the training of another curve; use a new run directory or delete it")
         with torch.no_grad():
@@ -451,8 +460,11 @@ def load_curve_file(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise UserError(f"curve file {str(p)!r} does not exist" if not p.exists() else f"curve file {str(p)!r} is not a file")
     try:
-        data = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # refused pickle, truncated file, not a torch file
+        data = safe_torch_load(p)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"curve file {str(p)!r} was refused: it holds objects other than tensors and plain data "
+                        f"({refusal_reason(e)}), which could run code when loaded") from None
+    except Exception as e:  # truncated file, not a torch file
         raise UserError(f"curve file {str(p)!r} is unreadable or holds more than tensors and plain data ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
     if not isinstance(data, dict) or data.get("format") != CURVE_FORMAT:
         raise UserError(f"{str(p)!r} is not a curve file (format {CURVE_FORMAT!r}); task=connect writes one as curve.pt")

@@ -8,6 +8,7 @@ per batch on the device.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,12 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple[ImageSplit, Ima
     except UserError:
         raise
     except Exception as e:  # torchvision raises RuntimeError, URLError, OSError... all mean "not here"
-        reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        if isinstance(e, pickle.UnpicklingError):  # torchvision's own torch.load(weights_only=True)
+            from landscape_exp.checkpoint import refusal_reason
+
+            reason = f"a file there was refused: it holds objects other than tensors ({refusal_reason(e)})"
+        else:
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
         how = "download failed" if download else "download is off (dataset.download=false)"
         raise UserError(
             f"dataset {name!r} is not present under {str(root)!r} and {how} ({reason}); "

@@ -13,7 +13,7 @@ from landscape_exp.errors import UserError
 FIGURE_BYTES = 64 * 1024 * 1024
 
 
-def check_writable(directory: str | Path) -> None:
+def check_writable(directory: str | Path, hint: str = "hydra.run.dir=... or paths.output_dir=...") -> None:
     """Create ``directory`` and a temporary file in it, or raise one clear line."""
     d = Path(directory)
     try:
@@ -21,7 +21,7 @@ def check_writable(directory: str | Path) -> None:
         with tempfile.NamedTemporaryFile(dir=d, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise UserError(f"output directory {str(d)!r} is not writable ({e.strerror or e}); choose another with hydra.run.dir=... or paths.output_dir=...") from None
+        raise UserError(f"output directory {str(d)!r} is not writable ({e.strerror or e}); choose another with {hint}") from None
 
 
 def surface_bytes(points: int, metrics: int) -> int:
@@ -45,7 +45,7 @@ def check_surface_resources(points: int, metrics: int, path: str | Path, *, figu
             f"{available_memory() / 2**30:.1f} GiB is available; use fewer points (x=min:max:num) or shard it"
         )
     directory = Path(path).parent
-    check_writable(directory)
+    check_writable(directory, hint="surf_file=... (or hydra.run.dir=... when surf_file is not set)")
     need_disk = 2 * surface_bytes(points, metrics) + (FIGURE_BYTES if figures else 0)  # x2: atomic replace
     free = shutil.disk_usage(directory).free
     if need_disk > free:

@@ -33,7 +33,8 @@ def shard_paths(surface_path: str | Path, count: int) -> list[Path]:
     return [shard_path(surface_path, count, i) for i in range(count)]
 
 
-def merge_shards(surface_path: str | Path, count: int, *, require_complete: bool = True) -> Path | None:
+def merge_shards(surface_path: str | Path, count: int, *, require_complete: bool = True,
+                 move_corrupt_aside: bool = False) -> Path | None:
     """Assemble ``surface_path`` from its ``count`` shard files.
 
     Every shard must exist, share the same fingerprint (config, checkpoint, directions, grid) and
@@ -68,7 +69,8 @@ def merge_shards(surface_path: str | Path, count: int, *, require_complete: bool
     attrs = {k: v for k, v in shards[0]["attrs"].items() if k not in ("fingerprint", "num_done", "num_points")}
     attrs["merged_from"] = json.dumps([str(p) for p in paths])
     extra = {"dir_file": shards[0]["dir_file"]} if "dir_file" in shards[0] else None
-    out = SurfaceFile(surface_path, grid, metrics, fingerprint=fps[0], attrs=attrs, extra_datasets=extra)
+    out = SurfaceFile(surface_path, grid, metrics, fingerprint=fps[0], attrs=attrs, extra_datasets=extra,
+                      move_corrupt_aside=move_corrupt_aside)
     with out:
         for i, s in enumerate(shards):
             flat = {m: s[m].ravel() for m in metrics}

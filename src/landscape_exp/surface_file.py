@@ -140,37 +140,38 @@ class SurfaceFile:
 
     # -- reading ------------------------------------------------------------------------------
     def _load_existing(self) -> None:
+        # h5py reports damage past the superblock as KeyError/RuntimeError/ValueError, not OSError.
         try:
-            f = h5py.File(self.path, "r")
-        except OSError as e:
+            with h5py.File(self.path, "r") as f:
+                old = json.loads(f.attrs.get("fingerprint", "{}"))
+                diff = fingerprint_diff(old, self.fingerprint)
+                if not diff:
+                    shape = read_grid(f).shape
+                    done = np.asarray(f["done"][()], dtype=bool).ravel() if "done" in f else None
+                    stored = {m: np.asarray(f[m][()], dtype=np.float64).ravel() for m in self.metrics if m in f}
+        except (OSError, KeyError, RuntimeError, ValueError) as e:
             if self.move_corrupt_aside:
-                aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+                aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
                 os.replace(self.path, aside)
                 print(f"warning: surface file {str(self.path)!r} was corrupt ({e}); moved to {str(aside)!r}, recomputing")
                 return
             raise UserError(
                 f"surface file {str(self.path)!r} exists but is unreadable or corrupt ({e}); it was "
                 f"left untouched: rerun with surface_recover=true to move it aside and recompute (points "
-                f"in its journal are kept), or rebuild it from shard files with task=merge"
+                f"in its journal are kept), or rebuild it from shard files with task=merge surface_recover=true"
             ) from None
-        with f:
-            old = json.loads(f.attrs.get("fingerprint", "{}"))
-            diff = fingerprint_diff(old, self.fingerprint)
-            if diff:
-                raise UserError(
-                    f"surface file {str(self.path)!r} was made with a different config (differs in: "
-                    f"{', '.join(diff)}); nothing was changed: choose another output or delete it"
-                )
-            if read_grid(f).shape != self.grid.shape:
-                raise UserError(f"surface file {str(self.path)!r} has another grid shape; nothing was changed")
-            done = np.asarray(f["done"][()], dtype=bool).ravel() if "done" in f else None
-            for m in self.metrics:
-                if m in f:
-                    v = np.asarray(f[m][()], dtype=np.float64).ravel()
-                    self.values[m] = v.copy()
-            if done is None:  # a file from the original tool: -1 marks what is missing
-                done = np.all([self.values[m] != NOT_DONE for m in self.metrics], axis=0)
-            self.done = done.copy()
+        if diff:
+            raise UserError(
+                f"surface file {str(self.path)!r} was made with a different config (differs in: "
+                f"{', '.join(diff)}); nothing was changed: choose another output or delete it"
+            )
+        if shape != self.grid.shape:
+            raise UserError(f"surface file {str(self.path)!r} has another grid shape; nothing was changed")
+        for m, v in stored.items():
+            self.values[m] = v.copy()
+        if done is None:  # a file from the original tool: -1 marks what is missing
+            done = np.all([self.values[m] != NOT_DONE for m in self.metrics], axis=0)
+        self.done = done.copy()
 
     def _replay_journal(self) -> None:
         if not self.journal.exists():
@@ -255,15 +256,18 @@ def read_surface(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         raise UserError(f"surface file {str(path)!r} is unreadable or corrupt ({e})") from None
     out: dict[str, Any] = {"path": path}
-    with f:
-        if "xcoordinates" not in f:
-            raise UserError(f"{str(path)!r} is not a surface file (no xcoordinates)")
-        out["x"] = np.asarray(f["xcoordinates"][()])
-        out["y"] = np.asarray(f["ycoordinates"][()]) if "ycoordinates" in f else None
-        for name in f:
-            if name not in ("xcoordinates", "ycoordinates") and isinstance(f[name], h5py.Dataset):
-                out[name] = np.asarray(f[name][()])
-        out["attrs"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    try:
+        with f:
+            if "xcoordinates" not in f:
+                raise UserError(f"{str(path)!r} is not a surface file (no xcoordinates)")
+            out["x"] = np.asarray(f["xcoordinates"][()])
+            out["y"] = np.asarray(f["ycoordinates"][()]) if "ycoordinates" in f else None
+            for name in f:
+                if name not in ("xcoordinates", "ycoordinates") and isinstance(f[name], h5py.Dataset):
+                    out[name] = np.asarray(f[name][()])
+            out["attrs"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except (KeyError, RuntimeError, ValueError, OSError) as e:  # damage past the superblock
+        raise UserError(f"surface file {str(path)!r} is unreadable or corrupt ({e})") from None
     if "done" not in out:
         losses = [v for k, v in out.items() if k.endswith("_loss")]
         out["done"] = np.all([v != NOT_DONE for v in losses], axis=0) if losses else None

@@ -125,6 +125,7 @@ def train_model(
         gen.set_state(state["rng"])
         history = list(state.get("history", []))
         start = int(state["epoch"]) + 1
+        print(f"resuming training from {str(last)!r}: epoch {start - 1} of {epochs} done")
     else:
         model.eval()
         tr = evaluate(model, train_data, loss=loss, batch_size=eval_batch_size)

@@ -146,7 +146,13 @@ def ensure_checkpoint(ctx: RunContext, seed_offset: int = 0, explicit: str | Non
     final = run_dir / "checkpoints" / "final.pt"
     if final.is_file():
         return final
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"checkpoint cache {str(run_dir)!r} is not writable ({e.strerror or e}); choose another with "
+            f"paths.cache_dir=... or pass checkpoint=<file>"
+        ) from None
     # Jobs of one sweep may want the same checkpoint: one trains, the others wait for it.
     with open(run_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
