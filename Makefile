@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean slurm-up slurm-down test-slurm
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,3 +22,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf outputs multirun wandb .cache
+
+slurm-up:
+	bash scripts/slurm-cluster.sh start
+
+slurm-down:
+	bash scripts/slurm-cluster.sh stop
+
+test-slurm: $(STAMP)
+	$(PY) -m pytest -q -m slurm tests/test_slurm.py

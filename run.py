@@ -6,6 +6,7 @@ config to the library; user errors print one line and exit with status 2.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -24,7 +25,23 @@ def _job_info() -> dict:
         info["num"] = hc.job.num
         info["sweep_dir"] = str(hc.sweep.dir)
         info["group"] = Path(str(hc.sweep.dir)).name  # the sweep's name groups its W&B runs
+    worker = _worker()
+    if worker is not None:
+        info["worker"] = worker
     return info
+
+
+def _worker() -> dict | None:
+    """This process's place among the tasks of one submitit job (hydra.launcher.tasks_per_node x
+    nodes > 1), or None: each task runs this same job and takes its own shard of a surface."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    import submitit
+
+    env = submitit.JobEnvironment()
+    if env.num_tasks <= 1:
+        return None
+    return {"rank": env.global_rank, "local_rank": env.local_rank, "count": env.num_tasks}
 
 
 def _sigterm_to_exit() -> None:
@@ -41,9 +58,18 @@ def main(cfg: DictConfig) -> dict | None:
 
     _sigterm_to_exit()
     try:
-        return run_job(cfg, output_dir=HydraConfig.get().runtime.output_dir, job=_job_info())
+        job = _job_info()
+        output_dir = HydraConfig.get().runtime.output_dir
+        if "worker" in job:  # the tasks of one job share Hydra's output dir: one subdir each
+            job["job_dir"] = output_dir
+            output_dir = os.path.join(output_dir, f"worker-{job['worker']['rank']}")
+        return run_job(cfg, output_dir=output_dir, job=job)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
+        if os.environ.get("SUBMITIT_EXECUTOR"):
+            # a submitit job must end with a result, here the error: after a bare exit its
+            # launcher waits for ever where Slurm has no accounting (sacct) to say the job died
+            raise
         sys.exit(2)
 
 

@@ -14,10 +14,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from landscape_exp.errors import UserError
 from landscape_exp.resources import check_writable
 from landscape_exp.tasks import get_task
 from landscape_exp.tasks.common import RunContext, resolve_device, write_json
 from landscape_exp.tracking import make_tracker
+
+# tasks whose work the workers of one job (submitit tasks_per_node) split as shards of a surface
+SHARDED_TASKS = ("surface1d", "surface2d", "interp1d", "plane")
 
 
 def run_job(cfg: DictConfig, *, output_dir: str | Path, job: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -30,7 +34,13 @@ def run_job(cfg: DictConfig, *, output_dir: str | Path, job: Mapping[str, Any] |
     check_writable(out)
     task_name = str(cfg.task.name)
     task = get_task(task_name)
-    device = resolve_device(cfg.get("device"))
+    worker = job.get("worker") or {}
+    if worker and task_name not in SHARDED_TASKS:
+        raise UserError(
+            f"hydra.launcher.tasks_per_node x nodes = {worker['count']} workers per job split only surface tasks "
+            f"({', '.join(SHARDED_TASKS)}), not task={task_name}; use tasks_per_node=1"
+        )
+    device = resolve_device(cfg.get("device"), local_rank=int(worker.get("local_rank", 0)))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     container = OmegaConf.to_container(cfg, resolve=True)

@@ -24,6 +24,16 @@ def shard_indices(size: int, count: int, index: int) -> list[int]:
     return list(range(index, size, count))
 
 
+def worker_shard(count: int, index: int, workers: int, rank: int) -> tuple[int, int]:
+    """``(count, index)`` of worker ``rank`` of ``workers`` when the workers of one job
+    (submitit tasks_per_node) split that job's shard ``index`` of ``count`` again: shards
+    ``index*workers ... index*workers + workers-1`` of ``count*workers``, one each."""
+    check_shard(count, index)
+    if workers < 1 or not 0 <= rank < workers:
+        raise UserError(f"bad worker rank {rank} of {workers} workers; need 0 <= rank < workers")
+    return count * workers, index * workers + rank
+
+
 def shard_path(surface_path: str | Path, count: int, index: int) -> Path:
     p = Path(surface_path)
     return p.with_name(f"{p.stem}.shard-{index:04d}-of-{count:04d}{p.suffix}")

@@ -43,8 +43,13 @@ class RunContext:
         return bool(self.cfg.get("progress", True))
 
 
-def resolve_device(spec: str | None) -> torch.device:
+def resolve_device(spec: str | None, local_rank: int = 0) -> torch.device:
+    """``device=`` as a torch device. ``local_rank``: this worker's rank on its node when a job
+    runs several workers (submitit tasks_per_node); ``auto``/``cuda`` then take GPU
+    ``local_rank % visible GPUs``, one GPU per worker."""
     spec = str(spec or "auto")
+    if spec in ("auto", "cuda") and local_rank and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -16,7 +16,7 @@ from landscape_exp.errors import UserError
 from landscape_exp.figures import render_surface
 from landscape_exp.grid import Grid, parse_grid
 from landscape_exp.resources import check_surface_resources
-from landscape_exp.sharding import check_shard, merge_shards, shard_indices, shard_path
+from landscape_exp.sharding import check_shard, merge_shards, shard_indices, shard_path, worker_shard
 from landscape_exp.sharpness import sharpness_summary, store_sharpness
 from landscape_exp.surface import compute_surface
 from landscape_exp.surface_file import SurfaceFile, finite_summary, metric_names, read_surface
@@ -147,16 +147,22 @@ def shard_settings(ctx: RunContext) -> tuple[int, int]:
     shard = ctx.cfg.get("shard") or {}
     count, index = int(shard.get("count", 1)), int(shard.get("index", 0))
     check_shard(count, index)
+    worker = ctx.job.get("worker")
+    if worker:  # the workers of one job (submitit tasks_per_node) split its shard again
+        return worker_shard(count, index, int(worker["count"]), int(worker["rank"]))
     return count, index
 
 
 def surface_path(ctx: RunContext, shard_count: int) -> Path:
-    """``surf_file``, else the sweep directory's ``surface.h5`` for a sharded multirun (all shards
-    meet there), else ``<run dir>/surface.h5``."""
+    """``surf_file``, else the sweep directory's ``surface.h5`` for a multirun over
+    ``shard.index`` (all shards meet there), else the job directory's ``surface.h5`` (shared by
+    the workers of one job), else ``<run dir>/surface.h5``."""
     if ctx.cfg.get("surf_file"):
         return Path(str(ctx.cfg.surf_file))
-    if shard_count > 1 and ctx.job.get("sweep_dir"):
+    if int((ctx.cfg.get("shard") or {}).get("count", 1)) > 1 and ctx.job.get("sweep_dir"):
         return Path(str(ctx.job["sweep_dir"])) / "surface.h5"
+    if shard_count > 1 and ctx.job.get("job_dir"):
+        return Path(str(ctx.job["job_dir"])) / "surface.h5"
     return ctx.out_dir / "surface.h5"
 
 
