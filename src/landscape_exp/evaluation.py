@@ -19,18 +19,8 @@ LOSSES = ("crossentropy", "mse")
 
 
 def summed_loss(logits: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
-    """Sum over the batch of per-sample losses, in fp32.
-
-    ``mse`` follows the original tool: mean squared error between softmax(logits) and one-hot
-    targets, averaged over classes for each sample.
-    """
-    logits = logits.float()
-    if loss == "crossentropy":
-        return F.cross_entropy(logits, targets, reduction="sum")
-    if loss == "mse":
-        onehot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
-        return F.mse_loss(F.softmax(logits, dim=1), onehot, reduction="sum") / logits.shape[1]
-    raise choice_error("loss", loss, LOSSES)
+    """Sum over the batch of per-sample losses (see :func:`summed_loss_per_sample`), in fp32."""
+    return summed_loss_per_sample(logits, targets, loss).sum()
 
 
 def mean_loss_fn(loss: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -111,7 +101,11 @@ def evaluate_points_sums(
 
 
 def summed_loss_per_sample(logits: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
-    """Per-sample losses (same definitions as :func:`summed_loss`)."""
+    """Per-sample losses in fp32.
+
+    ``mse`` follows the original tool: mean squared error between softmax(logits) and one-hot
+    targets, averaged over classes for each sample.
+    """
     logits = logits.float()
     if loss == "crossentropy":
         return F.cross_entropy(logits, targets, reduction="none")
