@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
-from landscape_exp.errors import UserError
-from landscape_exp.plotting import XLABEL_2D, YLABEL_2D, mask_invalid
+from landscape_exp.plotting import XLABEL_2D, YLABEL_2D, surface_grid
 
 __all__ = ["surface_figure", "write_surface_html"]
 
@@ -34,18 +33,8 @@ def surface_figure(
     done: np.ndarray | None = None,
 ) -> go.Figure:
     """The plotly figure written by :func:`write_surface_html` (same arguments)."""
-    xa = np.asarray(x, dtype=np.float64)
-    ya = np.asarray(y, dtype=np.float64)
-    for name, c in (("x", xa), ("y", ya)):
-        if c.ndim != 1 or c.size < 2 or not np.all(np.isfinite(c)):
-            raise UserError(
-                f"{name} must be a 1D array of at least 2 finite coordinates; got shape {c.shape}"
-            )
-    if np.shape(z) != (ya.size, xa.size):
-        raise UserError(
-            f"surface values have shape {np.shape(z)}; expected (len(y), len(x)) = {(ya.size, xa.size)}"
-        )
-    values = mask_invalid(z, done).filled(np.nan)
+    xa, ya, masked = surface_grid(x, y, z, done)
+    values = masked.filled(np.nan)
     label = zlabel
     if log:
         # Non-positive values have no log10: they become holes like masked points.

@@ -128,10 +128,12 @@ def _coords(values: np.ndarray, name: str, *, min_len: int = 1) -> np.ndarray:
     return arr
 
 
-def _grid(
+def surface_grid(
     x: np.ndarray, y: np.ndarray, z: np.ndarray, done: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ma.MaskedArray]:
-    """Validate a 2D surface: ``x`` (nx,), ``y`` (ny,), ``z`` (ny, nx); return z masked."""
+    """Validate a 2D surface: ``x`` (nx,), ``y`` (ny,), ``z`` (ny, nx); return z masked.
+
+    Shared by the figures, the HTML view and the VTP export."""
     xa = _coords(x, "x", min_len=2)
     ya = _coords(y, "y", min_len=2)
     shape = np.shape(z)
@@ -311,7 +313,7 @@ def figure_2d(
     """
     if kind not in KINDS_2D:
         raise choice_error("2D plot kind", kind, KINDS_2D)
-    xa, ya, zm = _grid(x, y, z, done)
+    xa, ya, zm = surface_grid(x, y, z, done)
     levels = contour_levels(vmin, vmax, vlevel, log)
     star = _minimizer(minimizer)
     if log:
@@ -477,7 +479,7 @@ def figure_path_on_contour(
         vmin, vmax, vlevel, log: contour levels, see :func:`contour_levels`.
         done: optional computed-points mask for ``z``.
     """
-    xa, ya, zm = _grid(x, y, z, done)
+    xa, ya, zm = surface_grid(x, y, z, done)
     levels = contour_levels(vmin, vmax, vlevel, log)
     path = np.asarray(path_xy, dtype=np.float64)
     if path.ndim != 2 or path.shape[1] != 2 or path.shape[0] < 1:

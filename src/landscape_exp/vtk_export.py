@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from landscape_exp.errors import UserError
-from landscape_exp.plotting import mask_invalid
+from landscape_exp.plotting import mask_invalid, surface_grid
 
 __all__ = ["LOG_OFFSET", "export_vtp", "grid_quads", "vtp_values"]
 
@@ -131,17 +131,7 @@ def export_vtp(
     Returns:
         ``path``.
     """
-    xa = np.asarray(x, dtype=np.float64)
-    ya = np.asarray(y, dtype=np.float64)
-    for name, c in (("x", xa), ("y", ya)):
-        if c.ndim != 1 or c.size < 2 or not np.all(np.isfinite(c)):
-            raise UserError(
-                f"{name} must be a 1D array of at least 2 finite coordinates; got shape {c.shape}"
-            )
-    if np.shape(z) != (ya.size, xa.size):
-        raise UserError(
-            f"surface values have shape {np.shape(z)}; expected (len(y), len(x)) = {(ya.size, xa.size)}"
-        )
+    xa, ya, _ = surface_grid(x, y, z, done)
     if zmax is not None:
         if not isinstance(zmax, (int, float, np.number)) or not np.isfinite(zmax):
             raise UserError(f"zmax must be a finite number or None; got {zmax!r}")
