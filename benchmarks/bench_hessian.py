@@ -25,25 +25,14 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/bench_common.py
+
+from bench_common import bench_model, sync  # noqa: E402
 
 from landscape_exp import hessian as H  # noqa: E402
 from landscape_exp import spectral  # noqa: E402
 from landscape_exp.data import DeviceData, load_dataset  # noqa: E402
-from landscape_exp.models import build_model  # noqa: E402
-
-
-def model_cfg(name: str, channels: int, size: int, classes: int) -> dict:
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
-    cfg.num_classes, cfg.in_channels, cfg.image_size = classes, channels, size
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(op: H.HessianOperator, device: torch.device, fn) -> tuple[object, float, int]:
@@ -86,14 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         ds = load_dataset({"name": "synthetic", "num_classes": 10, "channels": 3, "image_size": 32,
                            "num_train": n, "num_test": 1, "seed": args.seed})
         split = ds.train
-    torch.manual_seed(args.seed)
-    if args.checkpoint:
-        from landscape_exp.checkpoint import load_model
-
-        model, _ = load_model(args.checkpoint)
-    else:
-        model = build_model(model_cfg(args.model, ds.channels, ds.image_size, ds.num_classes))
-    model = model.to(device).eval()
+    model = bench_model(args.model, args.checkpoint, ds, args.seed, device)
     data = DeviceData(split, ds.mean, ds.std, device)
     sel = H.select_parameters(model, "biasbn")
     batch = args.batch_size or (512 if device.type == "cuda" else 256)

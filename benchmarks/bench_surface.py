@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms as T
-from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/bench_common.py
+
+from bench_common import bench_model, sync  # noqa: E402
 
 from landscape_exp.data import DeviceData, ImageSplit, load_dataset  # noqa: E402
 from landscape_exp.directions import create_random_direction, snapshot  # noqa: E402
 from landscape_exp.evaluation import evaluate_points_sums, evaluate_sums  # noqa: E402
-from landscape_exp.models import build_model  # noqa: E402
 from landscape_exp.precision import Precision  # noqa: E402
 from landscape_exp.weight_space import WeightSpace  # noqa: E402
 
@@ -80,11 +80,6 @@ def naive_surface(model, weights, dx, dy, points, loader, device) -> tuple[list[
     return losses, time.perf_counter() - t0
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def engine_surface(model, space, points, data, precision, batch_size, ppp, device, forward=None) -> tuple[list[float], float]:
     fwd = forward or model
     # one warm-up point (cuDNN autotune, compile) outside the timing
@@ -107,12 +102,6 @@ def engine_surface(model, space, points, data, precision, batch_size, ppp, devic
     dt = time.perf_counter() - t0
     space.restore()
     return losses, dt
-
-
-def model_cfg(name: str, channels: int, size: int, classes: int) -> dict:
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
-    cfg.num_classes, cfg.in_channels, cfg.image_size = classes, channels, size
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -149,14 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         ds = load_dataset({"name": "synthetic", "num_classes": 10, "channels": ch, "image_size": size,
                            "num_train": n, "num_test": 1, "seed": args.seed})
         split = ds.train
-    torch.manual_seed(args.seed)
-    if args.checkpoint:
-        from landscape_exp.checkpoint import load_model
-
-        model, _ = load_model(args.checkpoint)
-    else:
-        model = build_model(model_cfg(args.model, ds.channels, ds.image_size, ds.num_classes))
-    model = model.to(device).eval()
+    model = bench_model(args.model, args.checkpoint, ds, args.seed, device)
     weights = snapshot(model, "weights")
     dx = create_random_direction(weights, seed=1)
     dy = create_random_direction(weights, seed=2)
