@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from landscape_exp.errors import UserError
-from landscape_exp.models import BUILDERS, build_model
+from landscape_exp.models import BUILDERS, build_model, list_models, model_spec
 from landscape_exp.models.densenet import densenet, densenet121
 from landscape_exp.models.resnet import BasicBlock, cifar_resnet
 from landscape_exp.models.small import lenet, mlp
@@ -397,6 +397,50 @@ def test_config_files_are_complete_and_point_to_builders() -> None:
         assert target in BUILDERS, target  # build_model only instantiates registered builders
         for key in ("num_classes", "in_channels", "image_size"):
             assert OmegaConf.is_interpolation(cfg, key), (path.stem, key)
+
+
+def test_registry_names_are_the_config_files() -> None:
+    assert list_models() == sorted(p.stem for p in MODEL_CONFS)
+
+
+@pytest.mark.parametrize("path", MODEL_CONFS, ids=lambda p: p.stem)
+def test_build_by_name_equals_build_from_config(path: Path) -> None:
+    # The registry and the YAML describe the same variant: same builder, same fixed arguments.
+    cfg = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(cfg, dict)
+    spec = model_spec(path.stem)
+    assert spec.builder == cfg["_target_"]
+    own = {k: v for k, v in cfg.items() if k not in ("_target_", "name", "num_classes", "in_channels", "image_size")}
+    assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.fixed.items()} == own
+    io = {"num_classes": DIGITS["num_classes"], "in_channels": DIGITS["channels"], "image_size": DIGITS["image_size"]}
+    with torch.device("meta"):  # shapes and counts only: no memory, no real init
+        by_name = build_model(path.stem, **io)
+        by_conf = build_from_conf(path, DIGITS)
+        by_bare_name = build_model({"name": path.stem, **io})
+    for other in (by_conf, by_bare_name):
+        assert type(by_name) is type(other)
+        assert {k: tuple(v.shape) for k, v in by_name.state_dict().items()} == {
+            k: tuple(v.shape) for k, v in other.state_dict().items()
+        }
+        assert list(by_name.state_dict()) == list(other.state_dict())
+        assert n_params(by_name) == n_params(other)
+
+
+def test_build_by_name_keyword_overrides_and_real_weights() -> None:
+    a = seeded(2, lambda: build_model("mlp", hidden=[8], num_classes=3, in_channels=1, image_size=4)).state_dict()
+    b = seeded(2, lambda: mlp(hidden=[8], num_classes=3, in_channels=1, image_size=4)).state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("bad", ["resnet57", "", "landscape_exp.models.small.mlp", "builtins.open"])
+def test_unknown_model_name_is_one_line_listing_the_names(bad: str) -> None:
+    for call in (lambda: build_model(bad, num_classes=10, in_channels=3, image_size=32),
+                 lambda: build_model({"name": bad, "num_classes": 10, "in_channels": 3, "image_size": 32})):
+        with pytest.raises(UserError) as e:
+            call()
+        msg = str(e.value)
+        assert "\n" not in msg and repr(bad) in msg
+        assert all(name in msg for name in sorted(EXPECTED_NAMES)), msg
 
 
 def test_config_list_values_work_unresolved() -> None:

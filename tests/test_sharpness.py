@@ -12,10 +12,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from landscape_exp.errors import UserError
 from landscape_exp.sharpness import (
+    SharpnessSettings,
     adaptive_sharpness,
     ball_ascent,
     basin_area_2d,
@@ -30,7 +32,6 @@ from landscape_exp.sharpness import (
     loss_rise_at_radii,
     model_sharpness,
     read_sharpness,
-    sharpness_settings,
     sharpness_summary,
     store_sharpness,
     surface_sharpness,
@@ -309,21 +310,93 @@ def test_model_sharpness_on_digits(digits):
 
 
 # ------------------------------------------------------------------------------ config and file
+def sharpness_conf(group: str = "default", **overrides) -> dict:
+    """The resolved ``sharpness=<group>`` config with ``sharpness.<key>=<value>`` overrides."""
+    from conftest import CONF_DIR
+
+    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "sharpness" / f"{group}.yaml"), overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def settings(group: str = "default", **overrides) -> SharpnessSettings:
+    return SharpnessSettings.from_mapping(sharpness_conf(group, **overrides))
+
+
 def test_settings_and_summary_switches():
     with pytest.raises(UserError, match="unknown sharpness setting"):
-        sharpness_settings({"radius": [0.1]})
+        settings(radius=[0.1])
     with pytest.raises(UserError, match="radii"):
-        sharpness_settings({"radii": [0.1, -1]})
+        settings(radii=[0.1, -1])
     x = np.linspace(-1, 1, 11)
     surf = {"x": x, "y": None, "train_loss": x**2, "done": np.ones(11, bool)}
-    assert sharpness_summary(surf, {"enabled": False}) == {}
-    assert set(sharpness_summary(surf, {"radii": [0.2], "thresholds": [0.1]})) == {
+    assert sharpness_summary(surf, settings("none")) == {}
+    assert sharpness_summary(surf, None) == {}
+    assert set(sharpness_summary(surf, settings(radii=[0.2], thresholds=[0.1]))) == {
         "sharpness/rise_r0.2", "sharpness/width_t0.1", "sharpness/basin_open_t0.1"}
 
 
+def test_settings_fields_are_the_yaml_keys_and_hold_no_defaults():
+    import dataclasses
+
+    fields = dataclasses.fields(SharpnessSettings)
+    assert [f.name for f in fields] == list(sharpness_conf())
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in fields)
+    s = settings()
+    assert s.enabled and s.radii == (0.1, 0.25, 0.5, 1.0) and s.thresholds == (0.1, 1.0) and s.eps == 1e-3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.steps = 3  # type: ignore[misc]
+    explicit = SharpnessSettings(**{**sharpness_conf(), "radii": [0.5], "steps": 2})
+    assert explicit.radii == (0.5,) and explicit == settings(radii=[0.5], steps=2)
+
+
+def test_disabled_settings_need_nothing_else():
+    off = settings("none")
+    assert off.enabled is False and off.radii is None
+    assert SharpnessSettings.from_mapping({**sharpness_conf(), "enabled": False}).enabled is False
+    with pytest.raises(UserError, match="unknown sharpness setting.*radius"):
+        settings("none", radius=1)
+    with pytest.raises(UserError, match="sharpness.enabled"):
+        SharpnessSettings.from_mapping({})
+    with pytest.raises(UserError, match="sharpness.enabled='no' must be true or false"):
+        settings("none", enabled="no")
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("enabled", "yes", r"sharpness.enabled='yes' must be true or false"),
+    ("metric", 3, r"sharpness.metric=3 must be"),
+    ("radii", 0.5, r"sharpness.radii=0.5 must be a list of positive numbers"),
+    ("thresholds", ["a"], r"sharpness.thresholds=\['a'\] must be a list"),
+    ("thresholds", [0.1, 0.0], r"thresholds must be positive numbers; got 0.0"),
+    ("model", 1, r"sharpness.model=1 must be true or false"),
+    ("eps", 0, r"sharpness.eps=0 must be a positive number"),
+    ("rho", float("inf"), r"sharpness.rho=inf must be a positive number"),
+    ("eta", -0.1, r"sharpness.eta=-0.1 must be a number >= 0"),
+    ("steps", -1, r"sharpness.steps=-1 must be an integer >= 0"),
+    ("restarts", 0, r"sharpness.restarts=0 must be an integer >= 1"),
+    ("batch_size", 2.5, r"sharpness.batch_size=2.5 must be an integer >= 1"),
+    ("max_samples", 0, r"sharpness.max_samples=0 must be an integer >= 1 or null"),
+    ("hessian", "no", r"sharpness.hessian='no' must be true or false"),
+    ("hessian_iters", 0, r"sharpness.hessian_iters=0 must be an integer >= 1"),
+    ("hessian_probes", True, r"sharpness.hessian_probes=True must be an integer >= 1"),
+    ("seed", "0", r"sharpness.seed='0' must be an integer"),
+])
+def test_bad_settings_are_one_line_errors(key, value, match):
+    with pytest.raises(UserError, match=match) as e:
+        settings(**{key: value})
+    assert "\n" not in str(e.value)
+
+
+def test_missing_setting_is_named():
+    conf = sharpness_conf()
+    del conf["rho"]
+    with pytest.raises(UserError, match=r"no sharpness.rho") as e:
+        SharpnessSettings.from_mapping(conf)
+    assert "\n" not in str(e.value)
+
+
 def test_store_sharpness_in_surface_file(tmp_path):
-    from landscape_exp.grid import parse_grid
-    from landscape_exp.surface_file import SurfaceFile, read_surface
+    from landscape_exp.surface.grid import parse_grid
+    from landscape_exp.surface.store import SurfaceFile, read_surface
 
     grid = parse_grid("-1:1:5")
     path = tmp_path / "surface.h5"

@@ -17,14 +17,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from landscape_exp.errors import UserError
-from landscape_exp.tracking import (
-    Tracker,
-    WandbTracker,
-    find_offline_runs,
-    make_tracker,
-    read_offline_run,
-    wandb_records,
-)
+from landscape_exp.tracking import Tracker, WandbTracker, make_tracker
+from landscape_exp.wandb_offline import find_offline_runs, read_offline_run, wandb_records
 
 from conftest import CONF_DIR
 
@@ -111,7 +105,7 @@ def test_offline_run_holds_media_tables_and_artifacts(sweep):
     j = jobs["surface1d"]
     r = j["run"]
     files = r["files_dir"]
-    from landscape_exp.surface_file import read_surface
+    from landscape_exp.surface.store import read_surface
 
     surface = read_surface(j["out"] / "surface.h5")
     # the 1D figure as an image, the curves as a table (with its line plots' tables)

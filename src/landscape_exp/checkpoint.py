@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import re
 import warnings
@@ -21,19 +20,23 @@ from torch import nn
 
 from landscape_exp.errors import UserError
 from landscape_exp.models import build_model
+from landscape_exp.storage import atomic_path
 
 FORMAT = "landscape-exp/checkpoint/v1"
 
 
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
     """Write ``payload`` (must hold ``state_dict`` and ``model_cfg``) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = dict(payload)
     data.setdefault("format", FORMAT)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    return save_torch(path, data)
+
+
+def save_torch(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """``torch.save`` of ``data`` (as a plain dict) to ``path``, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(dict(data), tmp)
     return path
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import pickle
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,11 +34,12 @@ from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
 
-from landscape_exp.checkpoint import refusal_reason, safe_torch_load
-from landscape_exp.data import DeviceData, augment_batch
+from landscape_exp.checkpoint import refusal_reason, safe_torch_load, save_torch
+from landscape_exp.data import DeviceData
 from landscape_exp.errors import UserError, choice_error
 from landscape_exp.evaluation import evaluate, mean_loss_fn
 from landscape_exp.precision import Precision
+from landscape_exp.training import RunningMetrics, batch_inputs, shuffled_batches
 
 CURVES = ("bezier", "polychain")
 PATHS = CURVES + ("segment",)
@@ -315,27 +315,17 @@ def train_curve(
         gen.set_state(state["rng"])
         history = list(state["history"])
         start = int(state["epoch"])
-    bn = has_batchnorm(curve.base)
-    n = len(data)
+    min_batch = 2 if has_batchnorm(curve.base) else 1
     bar = tqdm(range(start, epochs), desc="curve", unit="epoch", disable=not progress, initial=start, total=epochs)
     for epoch in bar:
         rate = garipov_lr(lr, epoch, epochs) if schedule == "garipov" else lr
         for g in opt.param_groups:
             g["lr"] = rate
         curve.train()
-        perm = torch.randperm(n, generator=gen).to(data.device)
-        total = torch.zeros((), dtype=torch.float64, device=data.device)
-        correct = torch.zeros((), dtype=torch.int64, device=data.device)
-        seen = 0
-        for s in range(0, n, batch_size):
-            idx = perm[s : s + batch_size]
-            if bn and len(idx) < 2:
-                continue  # BatchNorm cannot train on a batch of one
-            t = float(torch.rand((), generator=gen, dtype=torch.float64))
-            imgs = data.images[idx]
-            if aug.get("crop_padding", 0) or aug.get("hflip", False):
-                imgs = augment_batch(imgs, gen, crop_padding=int(aug.get("crop_padding", 0)), hflip=bool(aug.get("hflip", False)))
-            x, y = data.normalize(imgs), data.targets[idx]
+        running = RunningMetrics(data.device)
+        for idx in shuffled_batches(len(data), batch_size, gen, data.device, min_size=min_batch):
+            t = float(torch.rand((), generator=gen, dtype=torch.float64))  # drawn before the augmentation's draws
+            x, y = batch_inputs(data, idx, gen, aug)
             weights = curve.weights(t)
             logits = functional_call(curve.base, dict(zip(curve.names, weights)), (x,))
             batch_loss = loss_fn(logits, y)
@@ -343,16 +333,13 @@ def train_curve(
             opt.zero_grad(set_to_none=True)
             objective.backward()
             opt.step()
-            total += batch_loss.detach().double() * len(idx)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(idx)
-        m = {"epoch": epoch + 1, "train_loss": float(total) / max(seen, 1),
-             "train_acc": 100.0 * float(correct) / max(seen, 1), "lr": rate}
+            running.add(batch_loss, logits, y)
+        m = {"epoch": epoch + 1, "train_loss": running.loss, "train_acc": running.acc, "lr": rate}
         history.append(m)
         if path is not None:
-            _save_atomic(path, {"format": TRAIN_STATE_FORMAT, "identity": _plain(ident), "epoch": epoch + 1,
-                                "bend": [p.detach().cpu() for p in params], "optimizer": opt.state_dict(),
-                                "rng": gen.get_state(), "history": history})
+            save_torch(path, {"format": TRAIN_STATE_FORMAT, "identity": _plain(ident), "epoch": epoch + 1,
+                              "bend": [p.detach().cpu() for p in params], "optimizer": opt.state_dict(),
+                              "rng": gen.get_state(), "history": history})
         bar.set_postfix(loss=f"{m['train_loss']:.4f}")
         if on_epoch is not None:
             on_epoch(m)
@@ -421,14 +408,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _save_atomic(path: Path, payload: Mapping[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(dict(payload), tmp)
-    os.replace(tmp, path)
-    return path
-
-
 def save_curve(
     path: str | Path,
     curve: CurveModel,
@@ -451,7 +430,7 @@ def save_curve(
         "bend": {n: p.detach().cpu() for n, p in zip(curve.names, curve.bend)},
         "meta": _plain(dict(meta or {})),
     }
-    return _save_atomic(Path(path), payload)
+    return save_torch(path, payload)
 
 
 def load_curve_file(path: str | Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from landscape_exp.errors import UserError, choice_error
+from landscape_exp.storage import atomic_path, open_h5
 
 DIRECTION_TYPES = ("weights", "states")
 NORMS = ("filter", "layer", "weight", "none")
@@ -95,7 +96,7 @@ def normalize_direction(
     """
     if norm not in NORMS:
         raise choice_error("normalization", norm, NORMS)
-    ignore = _check_ignore(ignore)
+    ignore = check_ignore(ignore)
     if len(direction) != len(weights):
         raise UserError(f"direction has {len(direction)} tensors but the model has {len(weights)}")
     out: Direction = []
@@ -129,7 +130,7 @@ def difference_direction(
 
     ``ignore='biasbn'`` zeroes the 1-D tensors; non-float tensors never move.
     """
-    ignore = _check_ignore(ignore)
+    ignore = check_ignore(ignore)
     if len(target) != len(origin):
         raise UserError(f"models differ: {len(target)} tensors against {len(origin)}")
     out: Direction = []
@@ -160,7 +161,7 @@ def cosine_similarity(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> f
     return inner(a, b) / (na * nb)
 
 
-def _check_ignore(ignore: str | None) -> str | None:
+def check_ignore(ignore: str | None) -> str | None:
     if ignore in (None, "none", ""):
         return None
     if ignore != "biasbn":
@@ -182,9 +183,7 @@ def save_directions(
 ) -> Path:
     """Write directions (``{"xdirection": [...], "ydirection": [...]}``) atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for group, direction in directions.items():
             g = f.create_group(group)
             for i, t in enumerate(direction):
@@ -192,7 +191,6 @@ def save_directions(
         f.attrs["tensor_names"] = np.array([str(n) for n in names], dtype=h5py.string_dtype())
         for k, v in (attrs or {}).items():
             f.attrs[k] = v
-    tmp.replace(path)
     return path
 
 
@@ -201,14 +199,8 @@ def load_directions(
 ) -> dict[str, Direction]:
     """Read the requested groups (those present) and check every shape against ``like``."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"direction file {str(path)!r} does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise UserError(f"direction file {str(path)!r} is not a readable HDF5 file ({e})") from None
     out: dict[str, Direction] = {}
-    with f:
+    with open_h5(path, "direction file") as f:
         for group in groups:
             if group not in f:
                 continue

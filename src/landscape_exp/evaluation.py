@@ -6,6 +6,7 @@ No host synchronisation inside the batch loop: sums accumulate on the device and
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypedDict, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -50,16 +51,19 @@ def evaluate_sums(
     return total, correct
 
 
+class EvalOptions(TypedDict, total=False):
+    """The keyword options of :func:`evaluate_sums` (which holds their defaults)."""
+
+    loss: str
+    batch_size: int
+    precision: Precision
+
+
 def evaluate(
-    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
-    data: DeviceData,
-    *,
-    loss: str = "crossentropy",
-    batch_size: int = 1024,
-    precision: Precision = Precision(),
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor], data: DeviceData, **options: Unpack[EvalOptions]
 ) -> tuple[float, float]:
     """(mean loss, accuracy in percent) over ``data``; the model should be in eval mode."""
-    total, correct = evaluate_sums(model, data, loss=loss, batch_size=batch_size, precision=precision)
+    total, correct = evaluate_sums(model, data, **options)
     n = len(data)
     return float(total) / n, 100.0 * float(correct) / n
 

@@ -39,7 +39,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,26 +51,9 @@ from scipy.interpolate import RegularGridInterpolator
 from torch import Tensor, nn
 
 from landscape_exp.errors import UserError
+from landscape_exp.storage import atomic_path
 
 PREFIX = "sharpness/"
-DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "metric": None,               # the surface metric of the surface-based measures (None: train_loss, else test_loss)
-    "radii": [0.1, 0.25, 0.5, 1.0],
-    "thresholds": [0.1, 1.0],
-    "model": True,                # epsilon / adaptive sharpness by gradient ascent on the model
-    "eps": 1e-3,
-    "rho": 0.05,
-    "eta": 0.01,
-    "steps": 10,
-    "restarts": 1,
-    "batch_size": 512,
-    "max_samples": None,          # null: the whole evaluated training split
-    "hessian": False,             # lambda_max (Lanczos) and trace (Hutchinson) of the Hessian
-    "hessian_iters": 20,
-    "hessian_probes": 10,
-    "seed": 0,
-}
 
 Objective = Callable[[Tensor], tuple[Tensor, Tensor]]
 Batch = tuple[Tensor, Tensor]
@@ -346,20 +329,15 @@ def box_ascent(objective: Objective, bound: Tensor, *, steps: int = 10, step_siz
     """
     _check_steps(steps, restarts)
     alpha = (2.5 / max(int(steps), 1)) if step_size is None else float(step_size)
-    gen = _gen(seed)
-    best, best_delta = -math.inf, torch.zeros_like(bound)
-    for _ in range(int(restarts)):
+
+    def start(gen: torch.Generator) -> Tensor:
         u = torch.rand(bound.shape, generator=gen, dtype=torch.float64).to(bound.device, bound.dtype)
-        delta = (2 * u - 1) * bound
-        for s in range(int(steps) + 1):
-            f, g = objective(delta)
-            fv = float(f)
-            if fv > best or not math.isfinite(best):
-                best, best_delta = fv, delta.detach().clone()
-            if s == int(steps):
-                break
-            delta = torch.clamp(delta + alpha * bound * torch.sign(g), -bound, bound)
-    return best, best_delta
+        return (2 * u - 1) * bound
+
+    def step(delta: Tensor, g: Tensor) -> Tensor:
+        return torch.clamp(delta + alpha * bound * torch.sign(g), -bound, bound)
+
+    return _ascend(objective, bound, start, lambda delta: delta, step, steps=steps, restarts=restarts, seed=seed)
 
 
 def ball_ascent(objective: Objective, scale: Tensor, rho: float, *, steps: int = 10,
@@ -376,25 +354,45 @@ def ball_ascent(objective: Objective, scale: Tensor, rho: float, *, steps: int =
     if not (math.isfinite(rho) and rho > 0):
         raise UserError(f"sharpness rho={rho!r} must be a positive number")
     alpha = 1.0 if step_size is None else float(step_size)
-    gen = _gen(seed)
-    best, best_delta = -math.inf, torch.zeros_like(scale)
-    for _ in range(int(restarts)):
+
+    def start(gen: torch.Generator) -> Tensor:
         u = torch.randn(scale.shape, generator=gen, dtype=torch.float64).to(scale.device, scale.dtype)
-        u = u * (rho / u.norm().clamp_min(1e-30))
+        return u * (rho / u.norm().clamp_min(1e-30))
+
+    def step(u: Tensor, g: Tensor) -> Tensor | None:
+        gu = scale * g
+        gn = gu.norm()
+        if float(gn) == 0.0:
+            return None  # a stationary point of the scaled problem: nowhere to go
+        u = u + (alpha * rho / gn) * gu
+        return u * torch.clamp(rho / u.norm(), max=1.0)
+
+    return _ascend(objective, scale, start, lambda u: scale * u, step, steps=steps, restarts=restarts, seed=seed)
+
+
+def _ascend(objective: Objective, like: Tensor, start: Callable[[torch.Generator], Tensor],
+            to_delta: Callable[[Tensor], Tensor], step: Callable[[Tensor, Tensor], Tensor | None], *,
+            steps: int, restarts: int, seed: int) -> tuple[float, Tensor]:
+    """The ascent loop both maxima share: from each of ``restarts`` starts (drawn from one
+    generator seeded with ``seed``), ``steps`` moves of the iterate ``z``; ``f`` is evaluated at
+    ``to_delta(z)`` and the best value and its delta over all iterates are kept. ``step``
+    returns None where the iterate cannot move (that restart ends)."""
+    gen = _gen(seed)
+    best, best_delta = -math.inf, torch.zeros_like(like)
+    for _ in range(int(restarts)):
+        z = start(gen)
         for s in range(int(steps) + 1):
-            delta = scale * u
+            delta = to_delta(z)
             f, g = objective(delta)
             fv = float(f)
             if fv > best or not math.isfinite(best):
                 best, best_delta = fv, delta.detach().clone()
             if s == int(steps):
                 break
-            gu = scale * g
-            gn = gu.norm()
-            if float(gn) == 0.0:
-                break  # a stationary point of the scaled problem: nowhere to go
-            u = u + (alpha * rho / gn) * gu
-            u = u * torch.clamp(rho / u.norm(), max=1.0)
+            moved = step(z, g)
+            if moved is None:
+                break
+            z = moved
     return best, best_delta
 
 
@@ -562,36 +560,113 @@ def model_sharpness(model: nn.Module, data: Any, *, loss: str = "crossentropy", 
 # ================================================================================================
 # Wiring: one call from a surface task, and the surface file's attribute
 # ================================================================================================
-def sharpness_settings(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The ``sharpness`` config group merged over :data:`DEFAULTS`; unknown keys are a UserError."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"unknown sharpness setting(s) {', '.join(unknown)}; allowed: {', '.join(DEFAULTS)}")
-    out = {**DEFAULTS, **{k: v for k, v in cfg.items()}}
-    out["radii"] = _positive(out["radii"] or [], "radii")
-    out["thresholds"] = _positive(out["thresholds"] or [], "thresholds")
-    return out
+@dataclass(frozen=True)
+class SharpnessSettings:
+    """The ``sharpness`` config group; ``conf/sharpness/default.yaml`` documents every field and
+    holds the defaults. ``radii`` and ``thresholds`` are stored as tuples of floats.
+
+    A disabled instance (``enabled`` false) is not validated beyond ``enabled``: nothing else of
+    it is read (``conf/sharpness/none.yaml`` sets only ``enabled``).
+    """
+
+    enabled: bool
+    metric: str | None
+    radii: tuple[float, ...]
+    thresholds: tuple[float, ...]
+    model: bool
+    eps: float
+    rho: float
+    eta: float
+    steps: int
+    restarts: int
+    batch_size: int
+    max_samples: int | None
+    hessian: bool
+    hessian_iters: int
+    hessian_probes: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        _check_bool("enabled", self.enabled)
+        if not self.enabled:
+            return
+        if self.metric is not None and not (isinstance(self.metric, str) and self.metric):
+            raise UserError(f"sharpness.metric={self.metric!r} must be the name of a surface metric "
+                            "(e.g. train_loss, test_loss) or null")
+        for name in ("radii", "thresholds"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+                raise UserError(f"sharpness.{name}={value!r} must be a list of positive numbers")
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+                raise UserError(f"sharpness.{name}={list(value)!r} must be a list of positive numbers")
+            object.__setattr__(self, name, tuple(_positive(value, name)))  # frozen: normalise once here
+        _check_bool("model", self.model)
+        _check_bool("hessian", self.hessian)
+        _check_number("eps", self.eps, "a positive number", lambda v: v > 0)
+        _check_number("rho", self.rho, "a positive number", lambda v: v > 0)
+        _check_number("eta", self.eta, "a number >= 0", lambda v: v >= 0)
+        _check_int("steps", self.steps, 0)
+        _check_int("restarts", self.restarts, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        if self.max_samples is not None:
+            _check_int("max_samples", self.max_samples, 1, " or null (the whole training split)")
+        _check_int("hessian_iters", self.hessian_iters, 1)
+        _check_int("hessian_probes", self.hessian_probes, 1)
+        _check_int("seed", self.seed, None)
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any]) -> SharpnessSettings:
+        """Settings from the resolved ``sharpness`` config group. With ``enabled: false`` the other
+        keys may be absent; otherwise a missing key is a UserError naming it."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(map(str, d)) - set(names))
+        if unknown:
+            raise UserError(f"unknown sharpness setting(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
+        if "enabled" not in d:
+            raise UserError("the config has no sharpness.enabled; choose sharpness=default or sharpness=none")
+        _check_bool("enabled", d["enabled"])
+        if not d["enabled"]:
+            return cls(**{n: d.get(n) for n in names})
+        missing = [n for n in names if n not in d]
+        if missing:
+            raise UserError(f"the config has no sharpness.{missing[0]}; it is set in conf/sharpness/default.yaml "
+                            f"(missing: {', '.join(missing)})")
+        return cls(**{n: d[n] for n in names})
 
 
-def sharpness_summary(surface: Mapping[str, Any], cfg: Mapping[str, Any] | None, *, model: nn.Module | None = None,
-                      data: Any = None, loss: str = "crossentropy") -> dict[str, float]:
-    """All sharpness metrics of one checkpoint's surface (``cfg``: the ``sharpness`` config group).
+def _check_bool(name: str, v: Any) -> None:
+    if not isinstance(v, bool):
+        raise UserError(f"sharpness.{name}={v!r} must be true or false")
+
+
+def _check_number(name: str, v: Any, what: str, ok: Callable[[float], bool]) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+        raise UserError(f"sharpness.{name}={v!r} must be {what}")
+
+
+def _check_int(name: str, v: Any, minimum: int | None, alternative: str = "") -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or (minimum is not None and v < minimum):
+        what = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+        raise UserError(f"sharpness.{name}={v!r} must be {what}{alternative}")
+
+
+def sharpness_summary(surface: Mapping[str, Any], settings: SharpnessSettings | None, *,
+                      model: nn.Module | None = None, data: Any = None, loss: str = "crossentropy") -> dict[str, float]:
+    """All sharpness metrics of one checkpoint's surface.
 
     Surface-based measures from ``surface`` (as ``read_surface`` returns it); model-based ones
     when ``model`` and ``data`` (the training split on the model's device) are given and
-    ``cfg.model`` is true. Returns ``{}`` when ``cfg.enabled`` is false.
+    ``settings.model`` is true. Returns ``{}`` when ``settings`` is None or disabled.
     """
-    s = sharpness_settings(cfg)
-    if not s["enabled"]:
+    s = settings
+    if s is None or not s.enabled:
         return {}
-    out = surface_sharpness(surface, metric=s["metric"], radii=s["radii"], thresholds=s["thresholds"])
-    if s["model"] and model is not None and data is not None:
+    out = surface_sharpness(surface, metric=s.metric, radii=s.radii, thresholds=s.thresholds)
+    if s.model and model is not None and data is not None:
         out.update(model_sharpness(
-            model, data, loss=loss, batch_size=int(s["batch_size"]), max_samples=s["max_samples"],
-            eps=float(s["eps"]), rho=float(s["rho"]), eta=float(s["eta"]), steps=int(s["steps"]),
-            restarts=int(s["restarts"]), seed=int(s["seed"]), hessian=bool(s["hessian"]),
-            hessian_iters=int(s["hessian_iters"]), hessian_probes=int(s["hessian_probes"])))
+            model, data, loss=loss, batch_size=s.batch_size, max_samples=s.max_samples, eps=float(s.eps),
+            rho=float(s.rho), eta=float(s.eta), steps=s.steps, restarts=s.restarts, seed=s.seed,
+            hessian=s.hessian, hessian_iters=s.hessian_iters, hessian_probes=s.hessian_probes))
     return out
 
 
@@ -611,15 +686,11 @@ def store_sharpness(path: str | Path, metrics: Mapping[str, float]) -> bool:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.sharpness.tmp")
-        shutil.copyfile(p, tmp)
-        try:
+        with atomic_path(p, tag="sharpness") as tmp:
+            shutil.copyfile(p, tmp)
             with h5py.File(tmp, "a") as f:
                 f.attrs["sharpness"] = json.dumps({k: float(v) for k, v in metrics.items()})
                 f.flush()
-            os.replace(tmp, p)
-        finally:
-            tmp.unlink(missing_ok=True)
         return True
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)

@@ -65,6 +65,14 @@ def _check_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
+def _operator(matvec: MatVec, dim: int, device: torch.device | str | None,
+              dtype: torch.dtype) -> tuple[MatVec, torch.device, torch.dtype]:
+    """The checked working dtype, the resolved device and ``matvec`` wrapped for them."""
+    dtype = _check_dtype(dtype)
+    dev = _resolve_device(device, matvec)
+    return _wrap(matvec, dim, dev, dtype), dev, dtype
+
+
 def _wrap(matvec: MatVec, dim: int, device: torch.device, dtype: torch.dtype) -> MatVec:
     """``matvec`` with its output checked and cast to the working device/dtype."""
 
@@ -217,9 +225,7 @@ def lanczos(
     """
     _check_positive_int("dim", dim)
     _check_positive_int("num_iters", num_iters)
-    dtype = _check_dtype(dtype)
-    dev = _resolve_device(device, matvec)
-    mv = _wrap(matvec, dim, dev, dtype)
+    mv, dev, dtype = _operator(matvec, dim, device, dtype)
     proc = _Lanczos(mv, _start_vector(v0, dim, generator, dev, dtype), dim, restart=False,
                     generator=generator)
     proc.extend(num_iters)
@@ -397,9 +403,7 @@ def top_eigenpairs(
         raise UserError(f"tol must be a number >= 0, got {tol!r}")
     if max_iter is not None:
         _check_positive_int("max_iter", max_iter)
-    dtype = _check_dtype(dtype)
-    dev = _resolve_device(device, matvec)
-    mv = _wrap(matvec, dim, dev, dtype)
+    mv, dev, dtype = _operator(matvec, dim, device, dtype)
 
     if method == "lanczos":
         return _lanczos_eigenpairs(mv, dim, k, which, tol, max_iter or min(dim, 300),
@@ -439,16 +443,13 @@ def extreme_eigenvalues(
     if min_method not in MIN_METHODS:
         raise choice_error("min_method", min_method, MIN_METHODS)
     _check_positive_int("dim", dim)
-    dtype = _check_dtype(dtype)
-    dev = _resolve_device(device, matvec)
+    mv, dev, dtype = _operator(matvec, dim, device, dtype)
     kw = dict(method=method, tol=tol, max_iter=max_iter, generator=generator, device=dev, dtype=dtype)
     vals, _ = top_eigenpairs(matvec, dim, 1, which="LA", **kw)
     lam_max = float(vals[0])
     if min_method == "direct":
         vals, _ = top_eigenpairs(matvec, dim, 1, which="SA", **kw)
         return lam_max, float(vals[0])
-
-    mv = _wrap(matvec, dim, dev, dtype)
 
     def shifted(v: Tensor) -> Tensor:
         return mv(v) - lam_max * v.to(device=dev, dtype=dtype)
@@ -492,9 +493,7 @@ def hutchinson_trace(
     _check_positive_int("num_probes", num_probes)
     if num_probes < 2:
         raise UserError(f"num_probes must be >= 2 to estimate a standard error, got {num_probes}")
-    dtype = _check_dtype(dtype)
-    dev = _resolve_device(device, matvec)
-    mv = _wrap(matvec, dim, dev, dtype)
+    mv, dev, dtype = _operator(matvec, dim, device, dtype)
     samples = torch.empty(num_probes, device=dev, dtype=torch.float64)
     for i in range(num_probes):
         z = _rademacher(dim, generator, dev, dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,51 @@ def epoch_path(ckpt_dir: Path, epoch: int) -> Path:
 def list_epoch_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     """Per-epoch checkpoints of a run, in epoch order (numeric: epoch_1000 after epoch_999)."""
     return sorted(Path(ckpt_dir).glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_", 1)[1]))
+
+
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device | str, *,
+                     min_size: int = 1) -> Iterator[torch.Tensor]:
+    """The index batches of one epoch over ``n`` samples in an order drawn from ``generator``;
+    batches under ``min_size`` samples are skipped (BatchNorm cannot train on a batch of one)."""
+    perm = torch.randperm(n, generator=generator).to(device)
+    for s in range(0, n, batch_size):
+        idx = perm[s : s + batch_size]
+        if len(idx) >= min_size:
+            yield idx
+
+
+def batch_inputs(data: DeviceData, idx: torch.Tensor, generator: torch.Generator,
+                 augment: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalized (and, per ``augment``'s ``crop_padding``/``hflip``, augmented) images and targets of ``idx``."""
+    imgs = data.images[idx]
+    if augment.get("crop_padding", 0) or augment.get("hflip", False):
+        imgs = augment_batch(imgs, generator, crop_padding=int(augment.get("crop_padding", 0)),
+                             hflip=bool(augment.get("hflip", False)))
+    return data.normalize(imgs), data.targets[idx]
+
+
+class RunningMetrics:
+    """Training loss and accuracy of an epoch, summed on the device and read once at its end."""
+
+    def __init__(self, device: torch.device | str):
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.seen = 0
+
+    def add(self, batch_loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """One batch: its mean loss and its logits."""
+        self.total += batch_loss.detach().double() * len(targets)
+        self.correct += (logits.detach().argmax(1) == targets).sum()
+        self.seen += len(targets)
+
+    @property
+    def loss(self) -> float:
+        return float(self.total) / max(self.seen, 1)
+
+    @property
+    def acc(self) -> float:
+        """Accuracy in percent."""
+        return 100.0 * float(self.correct) / max(self.seen, 1)
 
 
 def train_model(
@@ -134,39 +179,28 @@ def train_model(
         history.append(m0)
         save_checkpoint(epoch_path(ckpt_dir, 0), payload(0, m0))
 
-    n = len(train_data)
+    min_batch = 2 if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) else 1
     bar = tqdm(range(start, epochs + 1), desc="train", unit="epoch", disable=not progress, initial=start - 1, total=epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, generator=gen).to(device)
-        run_loss = torch.zeros((), device=device, dtype=torch.float64)
-        run_correct = torch.zeros((), device=device, dtype=torch.int64)
-        seen = 0
-        for s in range(0, n, batch_size):
-            idx = perm[s : s + batch_size]
-            if len(idx) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-                continue  # BatchNorm cannot train on a batch of one
-            imgs = train_data.images[idx]
-            if aug.get("crop_padding", 0) or aug.get("hflip", False):
-                imgs = augment_batch(imgs, gen, crop_padding=int(aug.get("crop_padding", 0)), hflip=bool(aug.get("hflip", False)))
-            x, y = train_data.normalize(imgs), train_data.targets[idx]
+        running = RunningMetrics(device)
+        for idx in shuffled_batches(len(train_data), batch_size, gen, device, min_size=min_batch):
+            x, y = batch_inputs(train_data, idx, gen, aug)
             logits = model(x)
             batch_loss = loss_fn(logits, y)
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()
             opt.step()
-            run_loss += batch_loss.detach().double() * len(idx)
-            run_correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(idx)
+            running.add(batch_loss, logits, y)
         lr = opt.param_groups[0]["lr"]
         sched.step()
         model.eval()
         te = evaluate(model, test_data, loss=loss, batch_size=eval_batch_size)
-        train_loss = float(run_loss) / max(seen, 1)
+        train_loss = running.loss
         if not math.isfinite(train_loss):
             bar.write(f"warning: training loss is {train_loss} at epoch {epoch}")
-        m = {"epoch": epoch, "train_loss": train_loss, "train_acc": 100.0 * float(run_correct) / max(seen, 1),
+        m = {"epoch": epoch, "train_loss": train_loss, "train_acc": running.acc,
              "test_loss": te[0], "test_acc": te[1], "lr": lr, "epoch_time": time.perf_counter() - t0}
         history.append(m)
         save_checkpoint(epoch_path(ckpt_dir, epoch), payload(epoch, m))
