@@ -33,9 +33,10 @@ from bench_common import bench_model, sync  # noqa: E402
 from landscape_exp import hessian as H  # noqa: E402
 from landscape_exp import spectral  # noqa: E402
 from landscape_exp.data import DeviceData, load_dataset  # noqa: E402
+from landscape_exp.hvp import HessianOperator  # noqa: E402
 
 
-def timed(op: H.HessianOperator, device: torch.device, fn) -> tuple[object, float, int]:
+def timed(op: HessianOperator, device: torch.device, fn) -> tuple[object, float, int]:
     """(result, seconds, HVPs) of ``fn()``."""
     n0 = op.num_hvp
     sync(device)

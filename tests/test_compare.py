@@ -24,7 +24,7 @@ from landscape_exp.compare import (
 )
 from landscape_exp.errors import UserError
 
-from conftest import compose_cfg, run_cli
+from conftest import ROOT, compose_cfg, run_cli
 
 TINY = ["model=mlp", "model.hidden=[16]", "dataset=digits", "optim.epochs=1", "x=-1:1:5", "progress=false",
         "plot.enabled=false"]
@@ -32,12 +32,16 @@ TINY = ["model=mlp", "model.hidden=[16]", "dataset=digits", "optim.epochs=1", "x
 
 def _ensure_sharpness(run_dir: Path) -> None:
     """Surface-based sharpness in the surface file, as the surface tasks store it (kept if there)."""
-    from landscape_exp.sharpness import sharpness_summary, store_sharpness
-    from landscape_exp.surface_file import read_surface
+    from omegaconf import OmegaConf
+
+    from landscape_exp.sharpness import SharpnessSettings, sharpness_summary, store_sharpness
+    from landscape_exp.surface.store import read_surface
 
     surface = read_surface(run_dir / "surface.h5")
     if "sharpness" not in surface["attrs"]:
-        assert store_sharpness(run_dir / "surface.h5", sharpness_summary(surface, {"radii": [0.5, 1.0], "thresholds": [0.1, 1.0]}))
+        default = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "sharpness" / "default.yaml"))
+        settings = SharpnessSettings.from_mapping({**default, "radii": [0.5, 1.0], "thresholds": [0.1, 1.0], "model": False})
+        assert store_sharpness(run_dir / "surface.h5", sharpness_summary(surface, settings))
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +145,8 @@ def test_compare_a_list_of_runs_1d_and_2d(runs, tmp_path):
 def test_figures_draw_each_runs_own_values(runs):
     from matplotlib.contour import ContourSet
 
-    from landscape_exp.compare import compare_runs, figure_contour_grid, figure_overlay_1d, load_run
+    from landscape_exp.compare import compare_runs, load_run
+    from landscape_exp.figures.compare import figure_contour_grid, figure_overlay_1d
 
     _, sweep, singles = runs
     one = [load_run(p) for p in singles]

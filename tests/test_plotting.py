@@ -17,21 +17,21 @@ import numpy as np
 import pytest
 
 from landscape_exp.errors import UserError
-from landscape_exp.interactive import write_surface_html
-from landscape_exp.plotting import (
+from landscape_exp.figures import (
     NO_POINTS_TEXT,
     contour_levels,
+    export_vtp,
     figure_1d,
     figure_2d,
     figure_curves,
     figure_path_on_contour,
+    figure_surface_html,
     mask_invalid,
-    plot_1d,
-    plot_2d,
-    plot_curves,
-    plot_path_on_contour,
+    render_surface,
+    save,
+    save_2d,
+    save_html,
 )
-from landscape_exp.vtk_export import export_vtp
 
 X = np.linspace(-1.0, 2.0, 21)
 Y = np.linspace(-0.5, 1.0, 15)
@@ -121,7 +121,7 @@ def test_contour_levels_linear_and_log() -> None:
 # 2D figures
 # ----------------------------------------------------------------------------------------
 def test_plot_2d_writes_every_kind(tmp_path: Path) -> None:
-    paths = plot_2d(X, Y, Z, tmp_path / "sub" / "surf_x=-1:2:21.h5_train_loss", title="closed form")
+    paths = save_2d(X, Y, Z, tmp_path / "sub" / "surf_x=-1:2:21.h5_train_loss", title="closed form")
     names = [p.name for p in paths]
     stem = "surf_x=-1:2:21.h5_train_loss"
     assert names == [
@@ -143,7 +143,7 @@ def test_plot_2d_writes_every_kind(tmp_path: Path) -> None:
 
 def test_plot_2d_masked_points_render(tmp_path: Path) -> None:
     z = holey()
-    paths = plot_2d(X, Y, z, tmp_path / "holey", title="holes", log=True)
+    paths = save_2d(X, Y, z, tmp_path / "holey", title="holes", log=True)
     assert len(paths) == 8
     for p in paths:
         assert_png_drawn(p) if p.suffix == ".png" else assert_pdf(p)
@@ -156,14 +156,14 @@ def test_plot_2d_with_done_mask(tmp_path: Path) -> None:
     done[:8, :] = True  # half-way through a run: only the first 8 rows are computed
     fig = figure_2d("heatmap", X, Y, Z, title="partial", done=done)
     assert f"{7 * 21} of 315 points missing" in fig.axes[0].get_title()
-    paths = plot_2d(X, Y, Z, tmp_path / "partial", title="partial", done=done, kinds=("contourf",))
+    paths = save_2d(X, Y, Z, tmp_path / "partial", title="partial", done=done, kinds=("contourf",))
     assert [p.name for p in paths] == ["partial_contourf.png", "partial_contourf.pdf"]
     assert_png_drawn(paths[0])
 
 
 def test_plot_2d_all_masked_says_so(tmp_path: Path) -> None:
     z = np.full(Z.shape, -1.0)
-    paths = plot_2d(X, Y, z, tmp_path / "empty", title="nothing yet")
+    paths = save_2d(X, Y, z, tmp_path / "empty", title="nothing yet")
     assert len(paths) == 8
     for p in paths:
         assert_png_drawn(p) if p.suffix == ".png" else assert_pdf(p)
@@ -226,11 +226,11 @@ def test_surface3d_axes_span_the_grid() -> None:
 
 def test_plot_2d_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="transposed"):
-        plot_2d(X, Y, Z.T, tmp_path / "t", title="t")
+        save_2d(X, Y, Z.T, tmp_path / "t", title="t")
     with pytest.raises(UserError, match="unknown 2D plot kind 'pie'"):
-        plot_2d(X, Y, Z, tmp_path / "t", title="t", kinds=("contour", "pie"))
+        save_2d(X, Y, Z, tmp_path / "t", title="t", kinds=("contour", "pie"))
     with pytest.raises(UserError, match="at least 2"):
-        plot_2d(X[:1], Y, Z[:, :1], tmp_path / "t", title="t")
+        save_2d(X[:1], Y, Z[:, :1], tmp_path / "t", title="t")
     with pytest.raises(UserError, match="minimizer"):
         figure_2d("contour", X, Y, Z, title="t", minimizer=(0.0,))
     assert not list(tmp_path.iterdir())
@@ -244,8 +244,8 @@ def test_path_on_contour(tmp_path: Path) -> None:
     path = np.stack([np.linspace(1.8, 0.0, k), np.linspace(0.9, 0.0, k) ** 2], axis=1)
     path[5] = np.nan  # a missing projection is skipped
     labels = [f"ep{10 * e}" for e in range(k)]
-    out = plot_path_on_contour(X, Y, Z, path, tmp_path / "proj", title="trajectory",
-                               xlabel="PC1: 87.3 %", ylabel="PC2: 5.1 %", labels=labels)
+    out = save(figure_path_on_contour(X, Y, Z, path, title="trajectory", xlabel="PC1: 87.3 %",
+                                      ylabel="PC2: 5.1 %", labels=labels), tmp_path / "proj")
     assert [p.name for p in out] == ["proj.png", "proj.pdf"]
     assert_png_drawn(out[0])
     fig = figure_path_on_contour(X, Y, Z, path, title="trajectory", xlabel="PC1: 87.3 %",
@@ -281,8 +281,8 @@ def one_d_metrics(xs: np.ndarray) -> dict[str, np.ndarray]:
 def test_plot_1d(tmp_path: Path) -> None:
     xs = np.linspace(-0.5, 1.5, 41)
     m = one_d_metrics(xs)
-    out = plot_1d(xs, m, tmp_path / "one", title="interpolation")
-    out += plot_1d(xs, m, tmp_path / "one_log", title="interpolation", log=True, loss_max=5)
+    out = save(figure_1d(xs, m, title="interpolation"), tmp_path / "one")
+    out += save(figure_1d(xs, m, title="interpolation", log=True, loss_max=5), tmp_path / "one_log")
     assert [p.name for p in out] == ["one.png", "one.pdf", "one_log.png", "one_log.pdf"]
     assert_png_drawn(out[0])
     assert_png_drawn(out[2])
@@ -307,7 +307,7 @@ def test_plot_1d(tmp_path: Path) -> None:
 def test_plot_1d_edge_cases(tmp_path: Path) -> None:
     xs = np.linspace(0.0, 1.0, 5)
     blank = {"train_loss": np.full(5, -1.0), "train_acc": np.full(5, -1.0)}
-    out = plot_1d(xs, blank, tmp_path / "blank", title="not yet")
+    out = save(figure_1d(xs, blank, title="not yet"), tmp_path / "blank")
     assert_png_drawn(out[0])
     assert NO_POINTS_TEXT in texts(figure_1d(xs, blank, title="not yet"))
     with pytest.raises(UserError, match="unknown 1D metric 'train_err'"):
@@ -327,7 +327,7 @@ def test_plot_curves(tmp_path: Path) -> None:
         "segment": {"train_loss": 0.1 + 2.0 * bump, "train_err": 1.0 + 40.0 * bump},
     }
     curves["segment"]["train_loss"][4] = -1.0
-    out = plot_curves(t, curves, tmp_path / "connect", title="mode connectivity")
+    out = save(figure_curves(t, curves, title="mode connectivity"), tmp_path / "connect")
     assert [p.name for p in out] == ["connect.png", "connect.pdf"]
     assert_png_drawn(out[0])
 
@@ -454,8 +454,8 @@ def html_trace(html: str) -> dict:
 
 def test_surface_html(tmp_path: Path) -> None:
     z = holey()
-    out = write_surface_html(X, Y, z, tmp_path / "html" / "surf.html", title="interactive",
-                             zlabel="train loss")
+    out = save_html(figure_surface_html(X, Y, z, title="interactive", zlabel="train loss"),
+                    tmp_path / "html" / "surf.html")
     html = out.read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<html") or "<!doctype html" in html[:200].lower()
     assert "plotly" in html and len(html) > 1_000_000  # plotly.js itself is embedded
@@ -471,7 +471,32 @@ def test_surface_html(tmp_path: Path) -> None:
     np.testing.assert_allclose(got[~bad], Z[~bad], rtol=1e-15)
     assert "interactive" in html and "train loss" in html
 
-    log_html = write_surface_html(X, Y, Z, tmp_path / "log.html", title="log", zlabel="train loss",
-                                  log=True).read_text(encoding="utf-8")
+    log_html = save_html(figure_surface_html(X, Y, Z, title="log", zlabel="train loss", log=True),
+                         tmp_path / "log.html").read_text(encoding="utf-8")
     np.testing.assert_allclose(np.array(html_trace(log_html)["z"], float), np.log10(Z), rtol=1e-14)
     assert "log10(train loss)" in log_html
+
+
+# ----------------------------------------------------------------------------------------
+# every figure of a surface file
+# ----------------------------------------------------------------------------------------
+def test_render_surface_file_names_and_plot_settings(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    plot = SimpleNamespace(enabled=True, vmin=0.1, vmax=10, vlevel=0.5, log=False, loss_max=5, zmax=3.0)
+    attrs = {"task": "surface2d", "model": "mlp", "dataset": "digits", "normalization": "filter"}
+    two = {"x": X, "y": Y, "train_loss": holey(), "train_acc": 100 - Z, "attrs": attrs}
+    names = [p.name for p in render_surface(two, tmp_path / "2d", plot, stem="s")]
+    kinds = ("contour", "contourf", "heatmap", "3dsurface")
+    assert names == [
+        *(f"s_train_loss_{k}.{e}" for k in kinds for e in ("png", "pdf")),
+        "s_train_loss_3d.html", "s_train_loss.vtp",
+        *(f"s_train_acc_{k}.{e}" for k in kinds for e in ("png", "pdf")),
+    ]
+    # zmax comes from the plot settings: the VTP values are clipped there
+    assert read_vtp(tmp_path / "2d" / "s_train_loss.vtp")["zvalue"].max() == 3.0
+    xs = np.linspace(-0.5, 1.5, 41)
+    one = {"x": xs, "y": None, **one_d_metrics(xs), "attrs": {**attrs, "task": "interp1d"}}
+    out = render_surface(one, tmp_path / "1d", plot)
+    assert [p.name for p in out] == ["surface_1d.png", "surface_1d.pdf"]
+    assert_png_drawn(out[0])

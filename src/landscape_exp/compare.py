@@ -4,7 +4,7 @@ A run is a Hydra run directory: ``.hydra/config.yaml`` (the job's config), ``sum
 (written by every task) and, for the surface tasks, ``surface.h5`` (or the ``surface_file`` the
 summary names). A multirun directory holds one such run per numbered subdirectory.
 
-What a comparison writes (:func:`compare_runs`):
+What a comparison writes (:func:`compare_runs`; the figures are drawn by :mod:`landscape_exp.figures.compare`):
 
 * ``compare_1d.png/.pdf``: the runs' 1D curves overlaid (loss, and accuracy where present);
 * ``compare_2d.png/.pdf``: a grid of the runs' 2D contours on one shared colour scale (the
@@ -32,16 +32,19 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
 
 from landscape_exp.errors import UserError
-from landscape_exp.plotting import PNG_DPI, XLABEL_2D, YLABEL_2D, contour_levels, mask_invalid
+from landscape_exp.settings import read_run_config
+from landscape_exp.figures.base import save
+from landscape_exp.figures.compare import figure_contour_grid, figure_overlay_1d
 from landscape_exp.sharpness import read_sharpness
+from landscape_exp.storage import atomic_path
+
+if TYPE_CHECKING:
+    from landscape_exp.settings import PlotSettings
 
 IGNORE_DEFAULT: tuple[str, ...] = ("paths", "hydra", "logger", "progress")
 METRICS: tuple[str, ...] = ("train_loss", "test_loss", "train_acc", "test_acc")  # drawable surface metrics
@@ -123,33 +126,12 @@ def _ignored(key: str, ignore: Sequence[str]) -> bool:
 
 
 def load_run_config(run_dir: str | Path, ignore: Sequence[str] = IGNORE_DEFAULT) -> dict[str, Any]:
-    """The run's ``.hydra/config.yaml`` flattened to dotted keys, minus the ``ignore``d ones.
-
-    Interpolations are resolved where they can be outside Hydra (``${oc.env:...}``, references
-    to other keys); one that cannot (``${hydra:...}``) keeps its text. ``{}`` without the file.
-    """
-    from omegaconf import OmegaConf
-
-    path = Path(run_dir) / ".hydra" / "config.yaml"
-    if not path.is_file():
+    """The run's ``.hydra/config.yaml`` flattened to dotted keys, minus the ``ignore``d ones
+    (``{}`` without the file; interpolations resolved as :func:`settings.read_run_config` does)."""
+    cfg = read_run_config(run_dir)
+    if cfg is None:
         return {}
-    try:
-        cfg = OmegaConf.load(path)
-    except Exception as e:
-        raise UserError(f"config {str(path)!r} is unreadable ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
-    raw = flatten_config(OmegaConf.to_container(cfg, resolve=False))
-    out: dict[str, Any] = {}
-    for key, v in raw.items():
-        if _ignored(key, ignore):
-            continue
-        if isinstance(v, str) and "${" in v or isinstance(v, list) and "${" in json.dumps(v):
-            try:
-                node = OmegaConf.select(cfg, key)
-                v = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-            except Exception:  # e.g. ${hydra:...} outside Hydra: keep the text
-                pass
-        out[key] = v
-    return out
+    return {k: v for k, v in flatten_config(cfg).items() if not _ignored(k, ignore)}
 
 
 def _key(v: Any) -> str:
@@ -227,7 +209,7 @@ def _surface_path(run_dir: Path, summary: Mapping[str, Any]) -> Path | None:
 
 def load_run(run_dir: str | Path, name: str | None = None, ignore: Sequence[str] = IGNORE_DEFAULT) -> Run:
     """Read one run directory (see the module docstring)."""
-    from landscape_exp.surface_file import read_surface
+    from landscape_exp.surface.store import read_surface
 
     p = Path(run_dir)
     sp = p / "summary.json"
@@ -316,7 +298,7 @@ def _csv_cell(v: Any) -> str:
 
 def write_csv(path: str | Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Path:
     p = Path(path)
-    with open(p, "w", newline="") as f:
+    with atomic_path(p) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(columns)
         for r in rows:
@@ -341,136 +323,21 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) ->
 
 
 # ------------------------------------------------------------------------------------------------
-# Figures
+# Figure labels
 # ------------------------------------------------------------------------------------------------
-def _new_figure(figsize: tuple[float, float]) -> Figure:
-    fig = Figure(figsize=figsize, layout="constrained")
-    FigureCanvasAgg(fig)  # pyplot-free: nothing global is touched
-    return fig
-
-
-def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
-    """``<stem>.png`` (dpi 150) and ``<stem>.pdf``."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    png, pdf = stem.parent / (stem.name + ".png"), stem.parent / (stem.name + ".pdf")
-    fig.savefig(png, dpi=PNG_DPI, format="png")
-    fig.set_layout_engine("none")
-    fig.savefig(pdf, format="pdf", metadata={"CreationDate": None})
-    return [png, pdf]
-
-
 def _label(run: Run, diffs: Sequence[str], limit: int = 60) -> str:
     parts = [f"{k}={_md_cell(run.config.get(k))}" for k in diffs if not k.startswith("task.")]
     text = f"{run.name}: " + ", ".join(parts) if parts else run.name
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def figure_overlay_1d(runs: Sequence[Run], *, metric: str = "train_loss", labels: Sequence[str] | None = None,
-                      log: bool = False, loss_max: float | None = None) -> Figure:
-    """The 1D curves of ``runs`` overlaid, one colour per run: ``metric`` solid and the same
-    quantity on the other split dashed (left panel); for a loss ``metric``, the accuracies in a
-    right panel where the surfaces hold them (train solid, test dashed)."""
-    one_d = [r for r in runs if r.surface is not None and r.surface.get("y") is None]
-    if not one_d:
-        raise UserError("no run has a 1D surface to overlay")
-    labels = list(labels) if labels is not None else [r.name for r in one_d]
-    split, quantity = metric.split("_", 1)
-    other = f"{'test' if split == 'train' else 'train'}_{quantity}"
-    if not any(other in r.surface for r in one_d):
-        other = None
-    is_loss = quantity == "loss"
-    has_acc = is_loss and any(k in r.surface for r in one_d for k in ("train_acc", "test_acc"))
-    fig = _new_figure((11.0, 4.6) if has_acc else (6.4, 4.6))
-    axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
-    for i, (r, lab) in enumerate(zip(one_d, labels)):
-        s, col = r.surface, f"C{i % 10}"
-        x = np.asarray(s["x"], dtype=float)
-        panels = [(metric, axes[0], "-", lab), (other, axes[0], "--", None)]
-        if has_acc:
-            panels += [("train_acc", axes[1], "-", None), ("test_acc", axes[1], "--", None)]
-        for key, ax, ls, legend in panels:
-            if key is None or key not in s:
-                continue
-            v = mask_invalid(s[key], s.get("done")).filled(np.nan)
-            if log and key.endswith("loss"):
-                v = np.where(v > 0, v, np.nan)
-            ax.plot(x, v, color=col, linestyle=ls, linewidth=1.4, label=legend)
-    axes[0].set_xlabel("alpha")
-    axes[0].set_ylabel(quantity if is_loss else "accuracy (%)")
-    axes[0].set_title(metric.replace("_", " ") + (f" (dashed: {other.replace('_', ' ')})" if other else ""))
-    if is_loss and log:
-        axes[0].set_yscale("log")
-    if is_loss and loss_max is not None and not log:
-        axes[0].set_ylim(top=float(loss_max))
-    if not is_loss:
-        axes[0].set_ylim(0, 100)
-    axes[0].legend(fontsize=7)
-    if has_acc:
-        axes[1].set_xlabel("alpha")
-        axes[1].set_ylabel("accuracy (%)")
-        axes[1].set_ylim(0, 100)
-        axes[1].set_title("accuracy (solid: train, dashed: test)")
-    return fig
-
-
-def figure_contour_grid(runs: Sequence[Run], *, metric: str = "train_loss", labels: Sequence[str] | None = None,
-                        vmin: float = 0.1, vmax: float = 10.0, vlevel: float = 0.5, log: bool = False) -> Figure:
-    """One panel per run with a 2D surface: filled contours of ``metric`` on one shared colour
-    scale (levels ``contour_levels(vmin, vmax, vlevel, log)``, one colour bar), the checkpoint
-    starred at the centre."""
-    two_d = [r for r in runs if r.surface is not None and r.surface.get("y") is not None]
-    if not two_d:
-        raise UserError("no run has a 2D surface for a contour grid")
-    labels = list(labels) if labels is not None else [r.name for r in two_d]
-    if metric.endswith("_acc"):  # percent: the single-run figures' fixed accuracy levels
-        vmin, vmax, vlevel, log = 0.0, 100.0, 5.0, False
-    levels = contour_levels(vmin, vmax, vlevel, log)
-    norm = Normalize(float(levels[0]), float(np.log10(vmax) if log else vmax))
-    n = len(two_d)
-    ncols = int(math.ceil(math.sqrt(n)))
-    nrows = int(math.ceil(n / ncols))
-    fig = _new_figure((3.6 * ncols + 1.2, 3.3 * nrows + 0.4))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    mappable = None
-    for idx, ax in enumerate(axes.ravel()):
-        if idx >= n:
-            ax.set_axis_off()
-            continue
-        r, lab = two_d[idx], labels[idx]
-        s = r.surface
-        ax.set_title(lab, fontsize=8)
-        ax.set_xlabel(XLABEL_2D, fontsize=7)
-        ax.set_ylabel(YLABEL_2D, fontsize=7)
-        if metric not in s:
-            ax.text(0.5, 0.5, f"no {metric}", transform=ax.transAxes, ha="center")
-            continue
-        z = mask_invalid(s[metric], s.get("done"))
-        if log:
-            bad = np.ma.getmaskarray(z) | ~(z.filled(np.nan) > 0)
-            z = np.ma.MaskedArray(np.log10(np.where(bad, 1.0, z.filled(1.0))), mask=bad)
-        x, y = np.asarray(s["x"], float), np.asarray(s["y"], float)
-        if np.ma.getmaskarray(z).all():
-            ax.text(0.5, 0.5, "no computed points", transform=ax.transAxes, ha="center")
-            continue
-        cs = ax.contourf(x, y, z, levels=levels, cmap="viridis", norm=norm, extend="both")
-        ax.contour(x, y, z, levels=levels, colors="k", linewidths=0.4, alpha=0.5)
-        mappable = cs
-        if x[0] <= 0 <= x[-1] and y[0] <= 0 <= y[-1]:
-            ax.plot([0], [0], marker="*", color="red", markeredgecolor="black", markersize=10, linestyle="none")
-        ax.tick_params(labelsize=7)
-    if mappable is not None:
-        fig.colorbar(mappable, ax=axes, label=(f"log10({metric})" if log else metric).replace("_", " "))
-    fig.suptitle(f"{metric.replace('_', ' ')}: shared colour scale", fontsize=10)
-    return fig
-
-
 # ------------------------------------------------------------------------------------------------
 # The whole comparison
 # ------------------------------------------------------------------------------------------------
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric: str = "train_loss",
-                 plot_cfg: Mapping[str, Any] | None = None, ignore: Sequence[str] = IGNORE_DEFAULT) -> dict[str, Any]:
-    """Compare ``run_dirs`` and write figures and tables into ``out_dir`` (see the module docstring).
+                 plot: PlotSettings | None = None, ignore: Sequence[str] = IGNORE_DEFAULT) -> dict[str, Any]:
+    """Compare ``run_dirs`` and write figures and tables into ``out_dir`` (see the module docstring);
+    the figures use ``plot``'s levels and log scale, and without ``plot`` only the tables are written.
 
     Returns a summary: ``runs``, the written files (``table_csv``, ``table_md``,
     ``correlations_csv``, ``figures``), ``differing_keys`` and ``spearman/<metric>`` for every
@@ -480,7 +347,6 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
         raise UserError("no runs to compare")
     if metric not in METRICS:
         raise UserError(f"unknown compare metric {metric!r}; allowed: {', '.join(METRICS)}")
-    plot_cfg = dict(plot_cfg or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [Path(str(p)) for p in run_dirs]
@@ -498,22 +364,21 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
           "\n## Spearman rank correlation with the generalization gap\n",
           markdown_table(["metric", "spearman_rho", "p_value", "runs"], corr)]
     table_md = out / "compare.md"
-    table_md.write_text("\n".join(md))
+    with atomic_path(table_md) as tmp:
+        tmp.write_text("\n".join(md))
 
     figures: list[Path] = []
     labels = {r.name: _label(r, diffs) for r in runs}
-    log = bool(plot_cfg.get("log", False))
-    if any(r.surface is not None and r.surface.get("y") is None for r in runs):
-        one_d = [r for r in runs if r.surface is not None and r.surface.get("y") is None]
-        fig = figure_overlay_1d(one_d, metric=metric, labels=[labels[r.name] for r in one_d], log=log,
-                                loss_max=plot_cfg.get("loss_max"))
-        figures += save_figure(fig, out / "compare_1d")
+    one_d = [r for r in runs if r.surface is not None and r.surface.get("y") is None]
     two_d = [r for r in runs if r.surface is not None and r.surface.get("y") is not None]
-    if two_d:
-        fig = figure_contour_grid(two_d, metric=metric, labels=[labels[r.name] for r in two_d],
-                                  vmin=float(plot_cfg.get("vmin", 0.1)), vmax=float(plot_cfg.get("vmax", 10)),
-                                  vlevel=float(plot_cfg.get("vlevel", 0.5)), log=log)
-        figures += save_figure(fig, out / "compare_2d")
+    if plot is not None and one_d:
+        fig = figure_overlay_1d(one_d, metric=metric, labels=[labels[r.name] for r in one_d], log=bool(plot.log),
+                                loss_max=plot.loss_max)
+        figures += save(fig, out / "compare_1d")
+    if plot is not None and two_d:
+        fig = figure_contour_grid(two_d, metric=metric, labels=[labels[r.name] for r in two_d], vmin=float(plot.vmin),
+                                  vmax=float(plot.vmax), vlevel=float(plot.vlevel), log=bool(plot.log))
+        figures += save(fig, out / "compare_2d")
 
     summary: dict[str, Any] = {
         "runs": len(runs), "run_dirs": [str(r.path) for r in runs], "differing_keys": diffs,

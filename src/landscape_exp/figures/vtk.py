@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from landscape_exp.errors import UserError
-from landscape_exp.plotting import mask_invalid, surface_grid
+from landscape_exp.figures.base import mask_invalid, surface_grid
 
 __all__ = ["LOG_OFFSET", "export_vtp", "grid_quads", "vtp_values"]
 
@@ -126,7 +126,7 @@ def export_vtp(
         zmax: clip values above this (before the log); None for no clipping.
         scale_z: multiply the point heights (not the ``zvalue`` data) by this, to make a
             flat landscape visible next to x/y ranges of order 1.
-        done: optional computed-points mask, see :func:`landscape_exp.plotting.mask_invalid`.
+        done: optional computed-points mask, see :func:`landscape_exp.figures.base.mask_invalid`.
 
     Returns:
         ``path``.

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
-from landscape_exp.plotting import XLABEL_2D, YLABEL_2D, surface_grid
+from landscape_exp.figures.base import XLABEL_2D, YLABEL_2D, surface_grid
 
-__all__ = ["surface_figure", "write_surface_html"]
+__all__ = ["figure_surface_html", "save_html"]
 
 
 def _nan_to_none(values: np.ndarray) -> list:
@@ -22,7 +22,7 @@ def _nan_to_none(values: np.ndarray) -> list:
     return [[None if np.isnan(v) else float(v) for v in row] for row in values]
 
 
-def surface_figure(
+def figure_surface_html(
     x: np.ndarray,
     y: np.ndarray,
     z: np.ndarray,
@@ -32,7 +32,15 @@ def surface_figure(
     log: bool = False,
     done: np.ndarray | None = None,
 ) -> go.Figure:
-    """The plotly figure written by :func:`write_surface_html` (same arguments)."""
+    """An interactive 3D surface (plotly ``go.Surface``); :func:`save_html` writes it to one file.
+
+    Args:
+        x, y: grid coordinates, shapes (nx,) and (ny,).
+        z: values, shape (ny, nx), ``z[j, i] = f(x[i], y[j])``; -1/NaN/inf become holes.
+        title, zlabel: text.
+        log: show log10(z) (non-positive values become holes).
+        done: optional computed-points mask, see :func:`landscape_exp.figures.base.mask_invalid`.
+    """
     xa, ya, masked = surface_grid(x, y, z, done)
     values = masked.filled(np.nan)
     label = zlabel
@@ -66,31 +74,8 @@ def surface_figure(
     return fig
 
 
-def write_surface_html(
-    x: np.ndarray,
-    y: np.ndarray,
-    z: np.ndarray,
-    path: Path,
-    *,
-    title: str,
-    zlabel: str,
-    log: bool = False,
-    done: np.ndarray | None = None,
-) -> Path:
-    """Write a self-contained interactive 3D surface (plotly ``go.Surface``) to ``path``.
-
-    Args:
-        x, y: grid coordinates, shapes (nx,) and (ny,).
-        z: values, shape (ny, nx), ``z[j, i] = f(x[i], y[j])``; -1/NaN/inf become holes.
-        path: output ``.html`` file (parents are created).
-        title, zlabel: text.
-        log: show log10(z) (non-positive values become holes).
-        done: optional computed-points mask, see :func:`landscape_exp.plotting.mask_invalid`.
-
-    Returns:
-        ``path``.
-    """
-    fig = surface_figure(x, y, z, title=title, zlabel=zlabel, log=log, done=done)
+def save_html(fig: go.Figure, path: Path | str) -> Path:
+    """Write ``fig`` to ``path`` as one HTML file with plotly.js embedded (parents are created)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(out, include_plotlyjs=True, full_html=True, auto_open=False)

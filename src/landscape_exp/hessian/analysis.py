@@ -10,9 +10,7 @@ the algorithms on top of it.  This module
   standard error, SLQ spectral density) and, per grid point, ``lambda_max``/``lambda_min``;
 * turns flat eigenvectors into direction tensors in ``model.parameters()`` order with zeros on
   the ignored tensors (the original tool's direction-file layout), and back;
-* evaluates the loss along eigenvectors and draws the figures (eigenvalue scatter as Sagun et
-  al. 2017, log-scale density as Ghorbani et al. 2019, 1D curves, lambda_max against epochs);
-* reads and writes the per-epoch trajectory file.
+* evaluates the loss along eigenvectors.
 
 Everything runs in full fp32 (TF32 off on CUDA, no autocast): curvature from reduced precision
 is mostly noise.  Spectral vectors are float64 on the model's device.
@@ -21,34 +19,26 @@ is mostly noise.  Spectral vectors are float64 on the model's device.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from landscape_exp import spectral
 from landscape_exp.data import DeviceData
-from landscape_exp.directions import Direction
+from landscape_exp.directions import Direction, check_ignore
 from landscape_exp.errors import UserError, choice_error
 from landscape_exp.evaluation import LOSSES, evaluate, mean_loss_fn
 from landscape_exp.hvp import HessianOperator
 from landscape_exp.precision import Precision, precision_context
-from landscape_exp.weight_space import WeightSpace
+from landscape_exp.surface.weight_space import WeightSpace
 
-IGNORES = ("biasbn", "none")
 FP32 = Precision("fp32")
-PNG_DPI = 150
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -73,10 +63,7 @@ def select_parameters(model: nn.Module, ignore: str | None) -> ParamSelection:
 
     ``ignore`` is ``'biasbn'`` or ``None``/``'none'`` (every trainable parameter).
     """
-    if ignore in (None, "", "none"):
-        ignore = None
-    elif ignore != "biasbn":
-        raise choice_error("ignore option", ignore, IGNORES)
+    ignore = check_ignore(ignore)
     named = list(model.named_parameters())
     keep = [i for i, (_, p) in enumerate(named) if p.requires_grad and not (ignore and p.dim() <= 1)]
     if not keep:
@@ -365,270 +352,3 @@ def loss_along(model: nn.Module, selection: ParamSelection, vectors: Tensor, alp
     finally:
         space.restore()
     return losses, accs
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def _atomic_h5(path: Path) -> tuple[Path, Path]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path, path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _attr(v: Any) -> Any:
-    return v if isinstance(v, (int, float, str, np.ndarray, np.number)) else json.dumps(v, default=str)
-
-
-def write_spectrum_file(path: str | Path, report: SpectrumReport, selection: ParamSelection, *,
-                        datasets: Mapping[str, Any] | None = None, attrs: Mapping[str, Any] | None = None) -> Path:
-    """Write ``hessian.h5`` atomically: eigenpairs, trace, density, parameter selection, plus
-    any extra ``datasets`` and ``attrs`` (non-scalar attributes are stored as JSON)."""
-    path, tmp = _atomic_h5(Path(path))
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("top_eigenvalues", data=report.top_values)
-        f.create_dataset("top_eigenvectors", data=report.top_vectors.numpy())
-        f.create_dataset("bottom_eigenvalues", data=report.bottom_values)
-        f.create_dataset("bottom_eigenvectors", data=report.bottom_vectors.numpy())
-        f.create_dataset("trace", data=report.trace)
-        f.create_dataset("trace_stderr", data=report.trace_stderr)
-        f.create_dataset("trace_samples", data=report.trace_samples)
-        f.create_dataset("density_grid", data=report.density_grid)
-        f.create_dataset("density", data=report.density)
-        f.create_dataset("slq_nodes", data=report.slq_nodes)
-        f.create_dataset("slq_weights", data=report.slq_weights)
-        f.create_dataset("param_indices", data=np.asarray(selection.indices, dtype=np.int64))
-        f.create_dataset("param_names", data=np.array(selection.names, dtype=h5py.string_dtype()))
-        for k, v in (datasets or {}).items():
-            f.create_dataset(k, data=v)
-        f.attrs["lambda_max"] = report.lambda_max
-        f.attrs["lambda_min"] = report.lambda_min
-        f.attrs["ratio"] = report.ratio
-        f.attrs["dim"] = selection.dim
-        f.attrs["num_hvp"] = json.dumps(report.num_hvp)
-        f.attrs["seconds"] = json.dumps(report.seconds)
-        for k, v in (attrs or {}).items():
-            f.attrs[k] = _attr(v)
-    os.replace(tmp, path)
-    return path
-
-
-def read_spectrum_file(path: str | Path) -> dict[str, Any]:
-    """Every dataset of a ``hessian.h5`` as numpy (strings decoded) plus ``attrs``."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"hessian file {str(path)!r} does not exist")
-    out: dict[str, Any] = {}
-    with h5py.File(path, "r") as f:
-        for k in f:
-            v = f[k][()]
-            out[k] = [s.decode() if isinstance(s, bytes) else s for s in v] if k == "param_names" else np.asarray(v)
-        out["attrs"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    return out
-
-
-TRAJECTORY_FIELDS = ("epoch", "lambda_max", "trace", "trace_stderr", "loss", "num_hvp", "seconds")
-
-
-def read_trajectory(path: str | Path, fingerprint: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
-    """Rows of an existing ``hessian_trajectory.h5`` keyed by epoch ({} if the file is absent).
-
-    A file made with other settings is refused (one line naming what differs), never changed."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise UserError(f"trajectory file {str(path)!r} is unreadable ({e}); move it away to recompute") from None
-    with f:
-        old = json.loads(f.attrs.get("fingerprint", "{}"))
-        new = json.loads(json.dumps(dict(fingerprint), default=str))
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if diff:
-            raise UserError(f"trajectory file {str(path)!r} was made with other settings (differs in: {', '.join(diff)}); "
-                            "nothing was changed: use another run directory or delete it")
-        rows: dict[int, dict[str, Any]] = {}
-        n = len(f["epoch"])
-        for i in range(n):
-            row = {k: f[k][i].item() for k in TRAJECTORY_FIELDS}
-            row["top_eigenvalues"] = np.asarray(f["top_eigenvalues"][i])
-            row["checkpoint"] = f["checkpoint"][i].decode() if isinstance(f["checkpoint"][i], bytes) else str(f["checkpoint"][i])
-            row["checkpoint_sha256"] = (f["checkpoint_sha256"][i].decode() if isinstance(f["checkpoint_sha256"][i], bytes)
-                                        else str(f["checkpoint_sha256"][i]))
-            rows[int(row["epoch"])] = row
-    return rows
-
-
-def write_trajectory(path: str | Path, rows: Mapping[int, Mapping[str, Any]], *, fingerprint: Mapping[str, Any],
-                     attrs: Mapping[str, Any] | None = None) -> Path:
-    """Write all rows (sorted by epoch) atomically: one dataset per field, one row per epoch."""
-    path, tmp = _atomic_h5(Path(path))
-    epochs = sorted(rows)
-    with h5py.File(tmp, "w") as f:
-        for k in TRAJECTORY_FIELDS:
-            f.create_dataset(k, data=np.array([rows[e][k] for e in epochs], dtype=np.int64 if k in ("epoch", "num_hvp") else np.float64))
-        k_max = max((len(rows[e]["top_eigenvalues"]) for e in epochs), default=0)
-        top = np.full((len(epochs), k_max), np.nan)
-        for i, e in enumerate(epochs):
-            v = np.asarray(rows[e]["top_eigenvalues"], dtype=np.float64)
-            top[i, : len(v)] = v
-        f.create_dataset("top_eigenvalues", data=top)
-        f.create_dataset("checkpoint", data=np.array([str(rows[e]["checkpoint"]) for e in epochs], dtype=h5py.string_dtype()))
-        f.create_dataset("checkpoint_sha256", data=np.array([str(rows[e]["checkpoint_sha256"]) for e in epochs],
-                                                            dtype=h5py.string_dtype()))
-        f.attrs["fingerprint"] = json.dumps(dict(fingerprint), sort_keys=True, default=str)
-        for k, v in (attrs or {}).items():
-            f.attrs[k] = _attr(v)
-    os.replace(tmp, path)
-    return path
-
-
-# ----------------------------------------------------------------------------- figures
-
-
-def _figure(figsize: tuple[float, float] = (6.4, 4.6)) -> Figure:
-    """A pyplot-free figure on an Agg canvas (no global matplotlib state)."""
-    fig = Figure(figsize=figsize, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, stem: Path) -> list[Path]:
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    png, pdf = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")
-    fig.savefig(png, dpi=PNG_DPI)
-    fig.set_layout_engine("none")
-    fig.savefig(pdf, metadata={"CreationDate": None})
-    return [png, pdf]
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.4g}"
-
-
-def plot_eigenvalues(top: np.ndarray, bottom: np.ndarray, dim: int, out_stem: Path, *, title: str) -> list[Path]:
-    """Computed eigenvalues against their index in the ordered spectrum (as Sagun et al. 2017):
-    the k largest at indices 1..k, the k smallest at dim-k+1..dim, on a broken index axis."""
-    top, bottom = np.asarray(top, dtype=float), np.asarray(bottom, dtype=float)
-    k_t, k_b = len(top), len(bottom)
-    fig = _figure((7.0, 4.4))
-    ax = fig.add_subplot()
-    x_top = np.arange(1, k_t + 1)
-    x_bot = np.arange(k_t + 2, k_t + 2 + k_b)  # one empty slot marks the unseen bulk
-    ax.axhline(0.0, color="0.6", linewidth=0.8)
-    ax.scatter(x_top, top, color="tab:blue", zorder=3, label=f"largest {k_t}")
-    ax.scatter(x_bot, bottom[::-1], color="tab:red", zorder=3, label=f"smallest {k_b}")
-    ax.axvline(k_t + 1, color="0.75", linestyle=":", linewidth=1)
-    ax.text(k_t + 1, 0.5, f"bulk\n({max(dim - k_t - k_b, 0):,} not computed)", transform=ax.get_xaxis_transform(),
-            ha="center", va="center", fontsize=8, color="0.35", bbox={"facecolor": "white", "edgecolor": "none"})
-    labels = [str(i) for i in x_top] + [str(dim - k_b + 1 + i) for i in range(k_b)]
-    ax.set_xticks(np.concatenate([x_top, x_bot]), labels, rotation=45 if dim > 9999 else 0, fontsize=8)
-    span = max(abs(top).max(initial=0), abs(bottom).max(initial=0))
-    # symlog: outliers and the small negative eigenvalues are both readable; a power-of-ten
-    # threshold keeps the decade ticks clear of the linear band around zero.
-    ax.set_yscale("symlog", linthresh=10.0 ** math.floor(math.log10(max(span * 1e-2, 1e-30))), linscale=1.0)
-    ax.margins(y=0.08)
-    ax.set_xlabel("eigenvalue index (ordered, largest first)")
-    ax.set_ylabel("eigenvalue (symlog scale)")
-    ax.set_title(f"{title}\nλmax = {_fmt(top[0])}, λmin = {_fmt(bottom[0])}, "
-                 f"|λmin/λmax| = {_fmt(eigen_ratio(bottom[0], top[0]))}", fontsize=10)
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(True, alpha=0.3)
-    return _save(fig, out_stem)
-
-
-def plot_density(grid: np.ndarray, density: np.ndarray, out_stem: Path, *, title: str,
-                 top: np.ndarray | None = None, bottom: np.ndarray | None = None, trace: float | None = None) -> list[Path]:
-    """The SLQ spectral density on a log y-scale (Ghorbani et al. 2019, Fig. 1 style), with the
-    extreme eigenvalues found by Lanczos marked."""
-    grid, density = np.asarray(grid, dtype=float), np.asarray(density, dtype=float)
-    fig = _figure((7.0, 4.4))
-    ax = fig.add_subplot()
-    floor = max(float(density.max(initial=0)) * 1e-9, 1e-300)
-    ax.semilogy(grid, np.maximum(density, floor), color="tab:blue", linewidth=1.2, label="SLQ density")
-    for vals, colour, name in ((top, "tab:green", "largest eigenvalues"), (bottom, "tab:red", "smallest eigenvalues")):
-        if vals is not None and len(vals):
-            for i, v in enumerate(np.asarray(vals, dtype=float)):
-                ax.axvline(v, color=colour, linestyle="--", linewidth=0.8, alpha=0.8, label=name if i == 0 else None)
-    ax.set_ylim(bottom=floor * 10 if density.max(initial=0) > 0 else None)
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density (log scale)")
-    extra = f", trace ≈ {_fmt(trace)}" if trace is not None and math.isfinite(trace) else ""
-    ax.set_title(f"{title}{extra}", fontsize=10)
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(True, alpha=0.3)
-    return _save(fig, out_stem)
-
-
-def plot_eigen_curves(alphas: np.ndarray, top_loss: np.ndarray, bottom_loss: np.ndarray, out_stem: Path, *,
-                      title: str, lambda_max: float, lambda_min: float, loss0: float, slope_top: float = 0.0,
-                      slope_bottom: float = 0.0) -> list[Path]:
-    """Loss along the top and bottom eigenvectors with the quadratic models
-    ``L0 + g.v a + lambda a^2 / 2`` drawn dashed."""
-    a = np.asarray(alphas, dtype=float)
-    fig = _figure((6.6, 4.6))
-    ax = fig.add_subplot()
-    ax.plot(a, top_loss, color="tab:blue", linewidth=1.6, label=f"along top eigenvector (λ = {_fmt(lambda_max)})")
-    ax.plot(a, loss0 + slope_top * a + 0.5 * lambda_max * a ** 2, color="tab:blue", linestyle="--", linewidth=1,
-            label="quadratic model (top)")
-    ax.plot(a, bottom_loss, color="tab:red", linewidth=1.6, label=f"along bottom eigenvector (λ = {_fmt(lambda_min)})")
-    ax.plot(a, loss0 + slope_bottom * a + 0.5 * lambda_min * a ** 2, color="tab:red", linestyle="--", linewidth=1,
-            label="quadratic model (bottom)")
-    finite = np.concatenate([np.asarray(top_loss)[np.isfinite(top_loss)], np.asarray(bottom_loss)[np.isfinite(bottom_loss)]])
-    if finite.size:
-        lo, hi = float(finite.min()), float(finite.max())
-        pad = 0.08 * (hi - lo) if hi > lo else max(abs(hi), 1e-3) * 0.1
-        ax.set_ylim(lo - pad, hi + pad)  # the quadratic models may shoot far off: the data set the scale
-    ax.set_xlim(a.min(), a.max())
-    ax.set_xlabel("a (distance along the unit eigenvector)")
-    ax.set_ylabel("loss")
-    ax.set_title(title, fontsize=10)
-    fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    ax.grid(True, alpha=0.3)
-    return _save(fig, out_stem)
-
-
-def _value_scale(ax: Any, values: np.ndarray) -> None:
-    """Log scale only where positive values span more than about a decade and a half."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size and (v > 0).all() and v.max() / v.min() > 30:
-        ax.set_yscale("log")
-
-
-def plot_trajectory(epochs: np.ndarray, lambda_max: np.ndarray, out_stem: Path, *, title: str,
-                    trace: np.ndarray | None = None, trace_stderr: np.ndarray | None = None,
-                    loss: np.ndarray | None = None) -> list[Path]:
-    """lambda_max (and the Hutchinson trace with +-1 standard error bars, and the loss) against
-    the epoch, one panel each (as Jastrzebski et al. 2019)."""
-    from matplotlib.ticker import MaxNLocator
-
-    e = np.asarray(epochs, dtype=float)
-    lam = np.asarray(lambda_max, dtype=float)
-    has_trace = trace is not None and np.isfinite(np.asarray(trace, dtype=float)).any()
-    panels = 1 + int(has_trace) + int(loss is not None)
-    fig = _figure((6.4, 1.6 + 1.8 * panels))
-    axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
-    ax = axes[0]
-    ax.plot(e, lam, marker="o", markersize=4, color="tab:blue")
-    _value_scale(ax, lam)
-    ax.set_ylabel("λmax")
-    ax.set_title(title, fontsize=10)
-    i = 1
-    if has_trace:
-        tr = np.asarray(trace, dtype=float)
-        se = np.asarray(trace_stderr, dtype=float) if trace_stderr is not None else None
-        axes[i].errorbar(e, tr, yerr=se, marker="o", markersize=4, capsize=3, color="tab:green")
-        axes[i].set_ylabel("trace (± s.e.)")
-        i += 1
-    if loss is not None:
-        axes[i].plot(e, loss, marker="o", markersize=4, color="tab:red")
-        axes[i].set_ylabel("loss (Hessian data)")
-        _value_scale(axes[i], np.asarray(loss, dtype=float))
-    for a in axes:
-        a.grid(True, alpha=0.3)
-    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[-1].set_xlabel("epoch")
-    return _save(fig, out_stem)

@@ -1,0 +1,210 @@
+"""Line figures: loss and accuracy along a 1D slice (``plot_1D.py``), and along connecting
+curves (mode connectivity)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from landscape_exp.errors import UserError, choice_error
+from landscape_exp.figures.base import coords, finite, mask_invalid, new_figure, no_points
+
+__all__ = ["METRICS_1D", "figure_1d", "figure_curves"]
+
+METRICS_1D: tuple[str, ...] = ("train_loss", "test_loss", "train_acc", "test_acc")
+_SPLIT_STYLE = {"train": ("-", "Training"), "test": ("--", "Test")}
+_CURVE_KEYS: tuple[str, ...] = (
+    "train_loss",
+    "test_loss",
+    "train_acc",
+    "test_acc",
+    "train_err",
+    "test_err",
+)
+
+
+def _curve(values: np.ndarray, n: int, name: str, done: np.ndarray | None) -> np.ndarray:
+    """A metric array of shape (n,) with masked points as NaN (matplotlib breaks lines there)."""
+    if np.shape(values) != (n,):
+        raise UserError(f"{name} has shape {np.shape(values)}; expected ({n},) like the coordinates")
+    return mask_invalid(values, done).filled(np.nan)
+
+
+def _draw_line(ax: Axes, x: np.ndarray, v: np.ndarray, **style: object) -> Line2D:
+    """Plot ``v`` against ``x`` with NaN gaps; isolated valid points get a marker of their own
+    (a line through NaN neighbours would draw nothing and hide a computed point)."""
+    (line,) = ax.plot(x, v, **style)
+    ok = np.isfinite(v)
+    left = np.concatenate([[False], ok[:-1]])
+    right = np.concatenate([ok[1:], [False]])
+    lonely = ok & ~left & ~right
+    if lonely.any():
+        ax.plot(x[lonely], v[lonely], linestyle="none", marker="o", markersize=3,
+                color=line.get_color())
+    return line
+
+
+def _draw_axis(ax: Axes, x: np.ndarray, curves: Mapping[str, np.ndarray], keys: list[str], colour: str,
+               quantity: str, ylabel: str) -> list[Line2D]:
+    """``keys`` on one y axis in one colour (train solid, test dashed), the axis labelled in it."""
+    handles = []
+    for k in keys:
+        ls, word = _SPLIT_STYLE[k.split("_")[0]]
+        handles.append(_draw_line(ax, x, curves[k], color=colour, linestyle=ls, linewidth=1.5,
+                                  label=f"{word} {quantity}"))
+    ax.set_ylabel(ylabel, color=colour)
+    ax.tick_params("y", colors=colour)
+    return handles
+
+
+def figure_1d(
+    x: np.ndarray,
+    metrics: Mapping[str, np.ndarray],
+    *,
+    title: str,
+    xlabel: str = "alpha",
+    log: bool = False,
+    loss_max: float | None = None,
+    acc: bool = True,
+    done: np.ndarray | None = None,
+) -> Figure:
+    """Loss (left axis) and accuracy (right axis) along a 1D slice, like ``plot_1D.py``.
+
+    Args:
+        x: coordinates, shape (n,).
+        metrics: any of ``train_loss``, ``test_loss``, ``train_acc``, ``test_acc``, each (n,).
+            Train is drawn solid, test dashed; loss blue, accuracy red.
+        title, xlabel: text.
+        log: log-scale loss axis (non-positive losses are masked).
+        loss_max: top of the loss axis (curves above it are clipped); None for automatic.
+        acc: draw the accuracy curves (right axis, 0..100 %).
+        done: optional (n,) computed-points mask applied to every metric.
+    """
+    xa = coords(x, "x")
+    n = xa.size
+    if not metrics:
+        raise UserError(f"no metrics to plot; give any of {', '.join(METRICS_1D)}")
+    for key in metrics:
+        if key not in METRICS_1D:
+            raise choice_error("1D metric", key, METRICS_1D)
+    top = None if loss_max is None else finite(loss_max, "loss_max")
+    if top is not None and top <= 0:
+        raise UserError(f"loss_max must be positive; got {top}")
+    curves = {k: _curve(v, n, k, done) for k, v in metrics.items()}
+    if log:
+        for k in ("train_loss", "test_loss"):
+            if k in curves:
+                curves[k] = np.where(curves[k] > 0, curves[k], np.nan)
+    loss_keys = [k for k in ("train_loss", "test_loss") if k in curves]
+    acc_keys = [k for k in ("train_acc", "test_acc") if k in curves] if acc else []
+    if not loss_keys and not acc_keys:
+        raise UserError("acc=False but only accuracy metrics were given: nothing to plot")
+
+    fig = new_figure()
+    ax1 = fig.add_subplot()
+    ax1.set_title(title)
+    ax1.set_xlabel(xlabel)
+    if n > 1:
+        ax1.set_xlim(xa.min(), xa.max())
+    handles: list[Line2D] = []
+    loss_ax = ax1 if loss_keys else None
+    acc_ax = (ax1.twinx() if loss_keys else ax1) if acc_keys else None
+    if loss_ax is not None:
+        if log:
+            loss_ax.set_yscale("log")
+        handles += _draw_axis(loss_ax, xa, curves, loss_keys, "tab:blue", "loss", "Loss")
+        valid = np.concatenate([curves[k][np.isfinite(curves[k])] for k in loss_keys])
+        if log:
+            if top is not None:
+                loss_ax.set_ylim(top=top)
+        else:
+            # The original starts the loss axis at 0; keep that unless values are negative.
+            bottom = min(0.0, float(valid.min())) if valid.size else 0.0
+            if top is not None and top > bottom:
+                loss_ax.set_ylim(bottom, top)
+            else:
+                loss_ax.set_ylim(bottom=bottom)
+    if acc_ax is not None:
+        handles += _draw_axis(acc_ax, xa, curves, acc_keys, "tab:red", "accuracy", "Accuracy (%)")
+        acc_ax.set_ylim(0, 100)
+    if all(not np.isfinite(v).any() for k, v in curves.items() if k in loss_keys + acc_keys):
+        no_points(ax1)
+    # Outside the axes: the legend never hides a curve.
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4),
+               fontsize=8, frameon=False)
+    return fig
+
+
+def figure_curves(
+    t: np.ndarray,
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    title: str,
+) -> Figure:
+    """Loss and error (%) along connecting curves (mode connectivity), one panel each.
+
+    Args:
+        t: curve parameter values, shape (n,) (usually in [0, 1]).
+        curves: ``{curve name: {metric: (n,) array}}`` with metrics among ``train_loss``,
+            ``test_loss`` and, for the error panel, ``train_err``/``test_err`` or
+            ``train_acc``/``test_acc`` (converted to error = 100 - accuracy). Each curve
+            gets a colour; train is solid, test dashed. -1/NaN/inf points are masked.
+        title: figure title.
+    """
+    ta = coords(t, "t")
+    n = ta.size
+    if not curves:
+        raise UserError("no curves to plot; give e.g. {'bezier': {...}, 'segment': {...}}")
+    fig = new_figure((10.0, 4.2))
+    fig.suptitle(title)
+    ax_loss = fig.add_subplot(1, 2, 1)
+    ax_err = fig.add_subplot(1, 2, 2)
+    colours = mpl.colormaps["tab10"].colors
+    anything = False
+    for idx, (name, metrics) in enumerate(curves.items()):
+        colour = colours[idx % len(colours)]
+        for key in metrics:
+            if key not in _CURVE_KEYS:
+                raise choice_error(f"metric of curve {name!r}", key, _CURVE_KEYS)
+        for split, ls in (("train", "-"), ("test", "--")):
+            if f"{split}_acc" in metrics and f"{split}_err" in metrics:
+                raise UserError(
+                    f"curve {name!r} gives both {split}_acc and {split}_err; give only one"
+                )
+            if f"{split}_loss" in metrics:
+                v = _curve(metrics[f"{split}_loss"], n, f"{name}.{split}_loss", None)
+                anything |= bool(np.isfinite(v).any())
+                _draw_line(ax_loss, ta, v, color=colour, linestyle=ls, linewidth=1.5,
+                           label=f"{name} ({split})")
+            err = None
+            if f"{split}_err" in metrics:
+                err = _curve(metrics[f"{split}_err"], n, f"{name}.{split}_err", None)
+            elif f"{split}_acc" in metrics:
+                err = 100.0 - _curve(metrics[f"{split}_acc"], n, f"{name}.{split}_acc", None)
+            if err is not None:
+                anything |= bool(np.isfinite(err).any())
+                _draw_line(ax_err, ta, err, color=colour, linestyle=ls, linewidth=1.5,
+                           label=f"{name} ({split})")
+    for ax, ylabel in ((ax_loss, "Loss"), (ax_err, "Error (%)")):
+        ax.set_xlabel("t (curve parameter)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        if n > 1:
+            ax.set_xlim(ta.min(), ta.max())
+    # One shared legend below both panels (same colours and styles in each).
+    seen: dict[str, Line2D] = {}
+    for ax in (ax_loss, ax_err):
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(text, handle)
+    if seen:
+        fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
+                   ncols=min(len(seen), 4), fontsize=8, frameon=False)
+    ax_err.set_ylim(bottom=0)
+    if not anything:
+        no_points(ax_loss)
+    return fig

@@ -1,0 +1,56 @@
+"""Hessian analysis: the operator and spectrum report (:mod:`.analysis`) and the result files
+(:mod:`.files`); the figures live in :mod:`landscape_exp.figures.hessian`."""
+
+from landscape_exp.hessian.analysis import (
+    FP32,
+    ParamSelection,
+    SpectrumReport,
+    SpectrumSettings,
+    bottom_eigenpairs,
+    canonical_sign,
+    curve_half_width,
+    direction_to_vector,
+    eigen_ratio,
+    extreme_point,
+    fp32,
+    loss_along,
+    make_operator,
+    sample_subset,
+    select_parameters,
+    spectrum_report,
+    top_and_trace,
+    vector_to_direction,
+)
+from landscape_exp.hessian.files import (
+    TRAJECTORY_FIELDS,
+    read_spectrum_file,
+    read_trajectory,
+    write_spectrum_file,
+    write_trajectory,
+)
+
+__all__ = [
+    "FP32",
+    "TRAJECTORY_FIELDS",
+    "ParamSelection",
+    "SpectrumReport",
+    "SpectrumSettings",
+    "bottom_eigenpairs",
+    "canonical_sign",
+    "curve_half_width",
+    "direction_to_vector",
+    "eigen_ratio",
+    "extreme_point",
+    "fp32",
+    "loss_along",
+    "make_operator",
+    "read_spectrum_file",
+    "read_trajectory",
+    "sample_subset",
+    "select_parameters",
+    "spectrum_report",
+    "top_and_trace",
+    "vector_to_direction",
+    "write_spectrum_file",
+    "write_trajectory",
+]
