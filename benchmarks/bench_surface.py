@@ -37,7 +37,7 @@ from landscape_exp.data import DeviceData, ImageSplit, load_dataset  # noqa: E40
 from landscape_exp.directions import create_random_direction, snapshot  # noqa: E402
 from landscape_exp.evaluation import evaluate_points_sums, evaluate_sums  # noqa: E402
 from landscape_exp.precision import Precision  # noqa: E402
-from landscape_exp.weight_space import WeightSpace  # noqa: E402
+from landscape_exp.surface.weight_space import WeightSpace  # noqa: E402
 
 
 class PerSampleDataset(torch.utils.data.Dataset):

@@ -15,7 +15,7 @@ from conftest import mlp_cfg
 from landscape_exp import directions as D
 from landscape_exp.errors import UserError
 from landscape_exp.models import build_model
-from landscape_exp.weight_space import WeightSpace, point_weights
+from landscape_exp.surface.weight_space import WeightSpace, point_weights
 
 
 class ConvBN(nn.Module):

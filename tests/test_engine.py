@@ -16,7 +16,7 @@ from landscape_exp.directions import create_random_direction, snapshot
 from landscape_exp.evaluation import evaluate, evaluate_points_sums, evaluate_sums
 from landscape_exp.models import build_model
 from landscape_exp.precision import Precision
-from landscape_exp.weight_space import WeightSpace
+from landscape_exp.surface.weight_space import WeightSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from landscape_exp.errors import UserError
-from landscape_exp.grid import parse_axis, parse_grid
+from landscape_exp.surface.grid import parse_axis, parse_grid
 
 
 @pytest.mark.parametrize("spec,lo,hi,num", [("-1:1:51", -1, 1, 51), ("0:1:3", 0, 1, 3), ("-0.5:1.5:401", -0.5, 1.5, 401),

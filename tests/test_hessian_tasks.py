@@ -273,7 +273,7 @@ def test_hessian_trajectory_per_epoch(root, hess, digits):
     assert s["lambda_max"][0] == pytest.approx(ev[-1], rel=1e-4)
     assert (out / "hessian_trajectory.png").stat().st_size > 10_000
     # Rerun on the same run directory given explicitly: nothing recomputed.
-    s2 = job(root, out, over + [f"task.run_dir={Path(ckpt0).parent.parent}", *NO_PLOT])
+    s2 = job(root, out, over + [f"run_dir={Path(ckpt0).parent.parent}", *NO_PLOT])
     assert s2["epochs_computed"] == 0 and s2["lambda_max"] == s["lambda_max"]
 
 
@@ -298,7 +298,7 @@ def test_bad_input_is_one_line(root, hess, overrides, match):
 
 def test_trajectory_without_checkpoints(root, tmp_path):
     with pytest.raises(UserError, match="no per-epoch checkpoints"):
-        job(root, tmp_path / "o", ["task=hessian_trajectory", f"task.run_dir={tmp_path}", *NO_PLOT])
+        job(root, tmp_path / "o", ["task=hessian_trajectory", f"run_dir={tmp_path}", *NO_PLOT])
 
 
 # ----------------------------------------------------------------------------- library glue

@@ -22,13 +22,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, compose_cfg, run_cli
 from landscape_exp.errors import UserError
-from landscape_exp.grid import parse_grid
-from landscape_exp.sharding import shard_indices, shard_path
-from landscape_exp.surface_file import SurfaceFile, read_surface
+from landscape_exp.surface.grid import parse_grid
+from landscape_exp.surface.sharding import shard_files, shard_indices, shard_path
+from landscape_exp.surface.store import SurfaceFile, read_surface
 from landscape_exp.tasks import merge as merge_task
-from landscape_exp.tasks.common import RunContext
+from landscape_exp.context import RunContext
+from landscape_exp.settings import Settings
 
 # 80 points: three shards of 27, 27 and 26; both splits, so test metrics are merged too.
 GRID = ["x=-1:1:10", "y=-1:1:8"]
@@ -224,9 +225,9 @@ def _fake_shards(surf: Path, count: int, n: int, *, only: tuple[int, ...] | None
 
 
 def _merge_ctx(surf: Path, out: Path, count: int = 1) -> RunContext:
-    cfg = OmegaConf.create({"task": {"name": "merge"}, "surf_file": str(surf), "shard": {"count": count, "index": 0},
-                            "plot": {"enabled": False}})
-    return RunContext(cfg=cfg, out_dir=out, device=torch.device("cpu"))
+    cfg = compose_cfg(out, ["task=merge", f"surf_file={surf}", f"shard.count={count}", "plot.enabled=false"])
+    settings = Settings.from_config(OmegaConf.to_container(cfg, resolve=True))
+    return RunContext(settings=settings, out_dir=out, device=torch.device("cpu"))
 
 
 def test_merge_task_errors_and_values(tmp_path: Path) -> None:
@@ -257,7 +258,7 @@ def test_merge_task_errors_and_values(tmp_path: Path) -> None:
     assert summary["train_loss/min"] == 0.5 and summary["train_acc/max"] == 10.0
 
     _fake_shards(surf, 2, 11, only=(0,))  # a second split beside the first: ambiguous
-    assert merge_task.shard_files(surf) == {2: [0], 3: [0, 1, 2]}
+    assert shard_files(surf) == {2: [0], 3: [0, 1, 2]}
     with pytest.raises(UserError, match="counts 2 \\(1 files\\), 3 \\(3 files\\); choose one with shard.count=N"):
         merge_task.run(_merge_ctx(surf, tmp_path / "m4"))
     assert merge_task.run(_merge_ctx(surf, tmp_path / "m5", count=3))["shard_count"] == 3

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from landscape_exp.sharding import shard_path
+from landscape_exp.surface.sharding import shard_path
 from test_scaleout import _journal_lines, _ok, _wait_for_journal, assert_same_surface
 
 pytestmark = pytest.mark.slurm

@@ -173,7 +173,7 @@ def test_same_dir_gives_cosine_one_and_symmetric_surface(tmp_path, mlp_ckpts):
 def test_resume_in_process_after_interruption(tmp_path, mlp_ckpts, monkeypatch):
     """Interrupted after 7 of 20 points, a rerun computes only the other 13 and ends with the
     same file as an uninterrupted run."""
-    import landscape_exp.surface as surface_mod
+    import landscape_exp.surface.measures as surface_mod
 
     over = [f"checkpoint={mlp_ckpts[0]}", "x=-1:1:5", "y=-1:1:4", *NO_PLOT]
     ref = surface(tmp_path, tmp_path / "ref", over)

@@ -276,3 +276,22 @@ def test_trajectory_task_bad_input(traj_run, tmp_path):
         go("bad1", f"run_dir={tmp_path}")
     with pytest.raises(UserError, match="does not exist"):
         go("bad2", f"checkpoints=[{tmp_path / 'a.pt'},{tmp_path / 'b.pt'},{tmp_path / 'c.pt'}]")
+
+
+def test_trajectory_honours_surface_recover(traj_run):
+    """A corrupt surface file in the run directory is refused, untouched, by default; with
+    surface_recover=true it is moved aside (kept) and the surface recomputed, as for every other
+    surface-writing task."""
+    root, go = traj_run
+    out = root / "recover"
+    out.mkdir()
+    (out / "surface.h5").write_bytes(b"not an HDF5 file")
+    with pytest.raises(UserError, match="surface_recover=true"):
+        go("recover", "x=-1:1:3", "y=-1:1:3")
+    assert (out / "surface.h5").read_bytes() == b"not an HDF5 file"
+    _, summary = go("recover", "x=-1:1:3", "y=-1:1:3", "surface_recover=true")
+    assert summary["points_computed"] == 9
+    aside = list(out.glob("surface.h5.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == b"not an HDF5 file"
+    with h5py.File(out / "surface.h5", "r") as f:
+        assert f["done"][()].all()

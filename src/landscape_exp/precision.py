@@ -24,15 +24,14 @@ class Precision:
             raise choice_error("precision mode", self.mode, MODES)
 
 
-def resolve_precision(cfg: dict | None, device: torch.device) -> Precision:
-    """``mode: auto`` is fp32 on CPU and tf32 with channels_last on CUDA (error < 1e-3)."""
-    cfg = dict(cfg or {})
-    mode = str(cfg.get("mode", "auto"))
+def resolve_precision(mode: str, channels_last: bool | None, compile: bool, device: torch.device) -> Precision:
+    """``mode: auto`` is fp32 on CPU and tf32 with channels_last on CUDA (error < 1e-3);
+    ``channels_last=None`` follows the mode (on only for auto on CUDA)."""
     if mode == "auto":
         if device.type == "cuda":
-            return Precision("tf32", channels_last=True, compile=bool(cfg.get("compile", False)))
-        return Precision("fp32", channels_last=False, compile=bool(cfg.get("compile", False)))
-    return Precision(mode, bool(cfg.get("channels_last", False)), bool(cfg.get("compile", False)))
+            return Precision("tf32", channels_last=True if channels_last is None else channels_last, compile=compile)
+        return Precision("fp32", channels_last=bool(channels_last), compile=compile)
+    return Precision(mode, bool(channels_last), compile)
 
 
 @contextlib.contextmanager

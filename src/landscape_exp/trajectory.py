@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from landscape_exp.directions import check_ignore
 from landscape_exp.errors import UserError
 
 # Explained-variance ratios of the first principal components of a long random walk in high
@@ -49,9 +50,7 @@ def tensor_mask(tensors: Sequence[torch.Tensor], ignore: str | None = "biasbn") 
     """Which tensors enter the trajectory: floating-point ones, minus the 1-D ones (biases,
     BatchNorm parameters and statistics) under ``ignore='biasbn'`` -- the same rule as
     :func:`landscape_exp.directions.difference_direction`."""
-    if ignore not in (None, "none", "", "biasbn"):
-        raise UserError(f"unknown ignore option {ignore!r}; allowed: biasbn, none")
-    skip_1d = ignore == "biasbn"
+    skip_1d = check_ignore(ignore) == "biasbn"
     return [bool(t.is_floating_point() and not (skip_1d and t.dim() <= 1)) for t in tensors]
 
 

@@ -24,9 +24,9 @@ from landscape_exp import directions as D
 from landscape_exp.app import run_job
 from landscape_exp.checkpoint import save_checkpoint
 from landscape_exp.errors import UserError
-from landscape_exp.grid import parse_grid
+from landscape_exp.surface.grid import parse_grid
 from landscape_exp.models import build_model
-from landscape_exp.surface_file import SurfaceFile
+from landscape_exp.surface.store import SurfaceFile
 
 QUIET = ["logger=none", "progress=false", "plot.enabled=false"]
 GRID3 = ["x=-1:1:3", "y=-1:1:3"]

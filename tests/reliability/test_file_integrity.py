@@ -23,13 +23,13 @@ import h5py
 import numpy as np
 import pytest
 
-import landscape_exp.surface_file as sf
+import landscape_exp.surface.store as sf
 from conftest import ROOT, compose_cfg
 from landscape_exp.app import run_job
 from landscape_exp.errors import UserError
-from landscape_exp.grid import parse_grid
-from landscape_exp.sharding import shard_indices, shard_path
-from landscape_exp.surface_file import SurfaceFile, read_surface
+from landscape_exp.surface.grid import parse_grid
+from landscape_exp.surface.sharding import shard_indices, shard_path
+from landscape_exp.surface.store import SurfaceFile, read_surface
 
 GRID = parse_grid("-1:1:5", "-1:1:4")
 METRICS = ["train_loss", "train_acc"]
@@ -134,8 +134,8 @@ def test_merge_rebuilds_a_corrupt_surface_from_its_shards(tmp_path):
 
 KILLED_WRITER = r"""
 import math, os, sys
-from landscape_exp.grid import parse_grid
-from landscape_exp.surface_file import SurfaceFile
+from landscape_exp.surface.grid import parse_grid
+from landscape_exp.surface.store import SurfaceFile
 path = sys.argv[1]
 special = {3: math.nan, 4: math.inf, 5: -math.inf}
 s = SurfaceFile(path, parse_grid("-1:1:5", "-1:1:4"), ["train_loss", "train_acc"],

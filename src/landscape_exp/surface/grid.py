@@ -98,3 +98,25 @@ class Grid:
 def parse_grid(x: object, y: object | None = None) -> Grid:
     """Grid from ``x`` and optional ``y`` specs."""
     return Grid(parse_axis(x, "x"), None if y is None else parse_axis(y, "y"))
+
+
+def covering_axis(values: np.ndarray, margin: float, num: int, name: str, fallback_span: float | None = None) -> Axis:
+    """An axis of ``num`` points covering ``values`` and 0 with ``margin`` of the span on each side,
+    its ends rounded outwards to three significant digits of the span (a trajectory's grid)."""
+    lo, hi = min(float(np.min(values)), 0.0), max(float(np.max(values)), 0.0)
+    span = hi - lo
+    if span <= 0:
+        span = fallback_span or 1.0
+        lo, hi = lo - span / 2, hi + span / 2
+    lo, hi = lo - margin * span, hi + margin * span
+    step = 10.0 ** (math.floor(math.log10(hi - lo)) - 2)
+    lo, hi = math.floor(lo / step) * step, math.ceil(hi / step) * step
+    return parse_axis(f"{lo:.6g}:{hi:.6g}:{num}", name)
+
+
+def covering_grid(points: np.ndarray, margin: float, num: int, x: str | None = None, y: str | None = None) -> Grid:
+    """``x``/``y`` specs where given; otherwise ``num`` points per axis around ``points`` (n, 2)."""
+    xa = parse_axis(x, "x") if x else covering_axis(points[:, 0], margin, num, "x")
+    xspan = float(np.ptp(np.append(points[:, 0], 0.0))) or None
+    ya = parse_axis(y, "y") if y else covering_axis(points[:, 1], margin, num, "y", fallback_span=xspan)
+    return Grid(xa, ya)

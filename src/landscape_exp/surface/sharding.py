@@ -4,12 +4,13 @@ merge that assembles them (explicit ``task=merge``, or automatic when the last s
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
 from landscape_exp.errors import UserError
-from landscape_exp.surface_file import SurfaceFile, fingerprint_diff, read_grid, read_surface
+from landscape_exp.surface.store import SurfaceFile, fingerprint_diff, grid_of, read_surface
 
 
 def check_shard(count: int, index: int) -> None:
@@ -64,10 +65,7 @@ def merge_shards(surface_path: str | Path, count: int, *, require_complete: bool
         diff = fingerprint_diff(fps[0], fp)
         if diff:
             raise UserError(f"cannot merge: shard {str(p)!r} was made with a different config (differs in: {', '.join(diff)})")
-    import h5py
-
-    with h5py.File(paths[0], "r") as f:
-        grid = read_grid(f)
+    grid = grid_of(shards[0])
     metrics = [k for k in shards[0] if k.endswith(("_loss", "_acc"))]
     for i, s in enumerate(shards):
         own = np.asarray(shard_indices(grid.size, count, i))
@@ -88,3 +86,44 @@ def merge_shards(surface_path: str | Path, count: int, *, require_complete: bool
                 if not out.done[k]:
                     out.record(k, {m: float(flat[m][k]) for m in metrics})
     return surface_path
+
+
+# `<stem>.shard-<index>-of-<count><suffix>`, as written by shard_path
+_SHARD_NAME = re.compile(r"^(?P<stem>.+)\.shard-(?P<index>\d+)-of-(?P<count>\d+)(?P<suffix>(\.[^.]*)?)$")
+
+
+def shard_files(surface_path: str | Path) -> dict[int, list[int]]:
+    """Shard files lying next to ``surface_path``: ``{count: sorted indices present}``."""
+    surface_path = Path(surface_path)
+    found: dict[int, set[int]] = {}
+    if not surface_path.parent.is_dir():
+        return {}
+    for p in surface_path.parent.iterdir():
+        m = _SHARD_NAME.match(p.name)
+        if m is None or m["stem"] != surface_path.stem or m["suffix"] != surface_path.suffix or not p.is_file():
+            continue
+        count, index = int(m["count"]), int(m["index"])
+        if shard_path(surface_path, count, index).name == p.name:  # exactly our zero-padded form
+            found.setdefault(count, set()).add(index)
+    return {c: sorted(i) for c, i in sorted(found.items())}
+
+
+def shard_count(surface_path: str | Path, configured: int = 1) -> int:
+    """How many shards make up ``surface_path``: ``shard.count`` when it is given (> 1), else
+    read from the shard files' names; a one-line UserError when that is impossible or ambiguous."""
+    if configured > 1:
+        check_shard(configured, 0)
+        return configured
+    if configured < 1:
+        raise UserError(f"bad shard.count={configured}; need shard.count >= 1 (1: read it from the shard files' names)")
+    found = shard_files(surface_path)
+    if not found:
+        raise UserError(
+            f"no shard files next to {str(surface_path)!r} (looked for "
+            f"{Path(surface_path).stem}.shard-<i>-of-<N>{Path(surface_path).suffix}); run the shards "
+            f"first (shard.count=N shard.index=i) or point surf_file at the surface they belong to"
+        )
+    if len(found) > 1:
+        splits = ", ".join(f"{c} ({len(i)} files)" for c, i in found.items())
+        raise UserError(f"shard files of several splits next to {str(surface_path)!r}: counts {splits}; choose one with shard.count=N")
+    return next(iter(found))

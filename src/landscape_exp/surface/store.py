@@ -28,7 +28,8 @@ import h5py
 import numpy as np
 
 from landscape_exp.errors import UserError
-from landscape_exp.grid import Axis, Grid
+from landscape_exp.storage import H5_ERRORS, atomic_path, decode_attrs, h5_attr, open_h5
+from landscape_exp.surface.grid import Axis, Grid
 
 NOT_DONE = -1.0
 
@@ -42,12 +43,18 @@ def fingerprint_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     return [k for k in keys if json.dumps(old.get(k), sort_keys=True, default=str) != json.dumps(new.get(k), sort_keys=True, default=str)]
 
 
-def read_grid(f: h5py.File) -> Grid:
-    def axis(name: str) -> Axis:
-        c = np.asarray(f[name][()], dtype=np.float64)
-        return Axis(float(c[0]), float(c[-1]), int(len(c)))
+def _axis(coordinates: Any) -> Axis:
+    c = np.asarray(coordinates, dtype=np.float64)
+    return Axis(float(c[0]), float(c[-1]), int(len(c)))
 
-    return Grid(axis("xcoordinates"), axis("ycoordinates") if "ycoordinates" in f else None)
+
+def read_grid(f: h5py.File) -> Grid:
+    return Grid(_axis(f["xcoordinates"][()]), _axis(f["ycoordinates"][()]) if "ycoordinates" in f else None)
+
+
+def grid_of(surface: Mapping[str, Any]) -> Grid:
+    """The grid of a surface as :func:`read_surface` returns it."""
+    return Grid(_axis(surface["x"]), None if surface.get("y") is None else _axis(surface["y"]))
 
 
 class SurfaceFile:
@@ -140,7 +147,6 @@ class SurfaceFile:
 
     # -- reading ------------------------------------------------------------------------------
     def _load_existing(self) -> None:
-        # h5py reports damage past the superblock as KeyError/RuntimeError/ValueError, not OSError.
         try:
             with h5py.File(self.path, "r") as f:
                 old = json.loads(f.attrs.get("fingerprint", "{}"))
@@ -149,7 +155,7 @@ class SurfaceFile:
                     shape = read_grid(f).shape
                     done = np.asarray(f["done"][()], dtype=bool).ravel() if "done" in f else None
                     stored = {m: np.asarray(f[m][()], dtype=np.float64).ravel() for m in self.metrics if m in f}
-        except (OSError, KeyError, RuntimeError, ValueError) as e:
+        except H5_ERRORS as e:
             if self.move_corrupt_aside:
                 aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
                 os.replace(self.path, aside)
@@ -225,8 +231,7 @@ class SurfaceFile:
         return {m: v.reshape(self.grid.shape) for m, v in self.values.items()}
 
     def _write_h5(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(self.path) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("xcoordinates", data=self.grid.x.coordinates)
             if self.grid.y is not None:
                 f.create_dataset("ycoordinates", data=self.grid.y.coordinates)
@@ -239,22 +244,16 @@ class SurfaceFile:
             f.attrs["num_done"] = int(self.done.sum())
             f.attrs["num_points"] = int(self.grid.size)
             for k, v in self.attrs.items():
-                f.attrs[k] = v if isinstance(v, (int, float, str, np.ndarray)) else json.dumps(v, default=str)
+                f.attrs[k] = h5_attr(v)
             f.flush()
             os.fsync(f.id.get_vfd_handle())
-        os.replace(tmp, self.path)
         self._last_flush = time.monotonic()
 
 
 def read_surface(path: str | Path) -> dict[str, Any]:
     """Everything in a surface file as numpy arrays (``x``, ``y``, metrics, ``done``, ``attrs``)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"surface file {str(path)!r} does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise UserError(f"surface file {str(path)!r} is unreadable or corrupt ({e})") from None
+    f = open_h5(path, "surface file")
     out: dict[str, Any] = {"path": path}
     try:
         with f:
@@ -265,8 +264,8 @@ def read_surface(path: str | Path) -> dict[str, Any]:
             for name in f:
                 if name not in ("xcoordinates", "ycoordinates") and isinstance(f[name], h5py.Dataset):
                     out[name] = np.asarray(f[name][()])
-            out["attrs"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    except (KeyError, RuntimeError, ValueError, OSError) as e:  # damage past the superblock
+            out["attrs"] = decode_attrs(f.attrs)
+    except H5_ERRORS as e:  # damage past the superblock
         raise UserError(f"surface file {str(path)!r} is unreadable or corrupt ({e})") from None
     if "done" not in out:
         losses = [v for k, v in out.items() if k.endswith("_loss")]

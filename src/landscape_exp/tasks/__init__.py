@@ -1,4 +1,6 @@
-"""Task registry: one thin function per task, ``run(ctx) -> summary dict``, imported lazily."""
+"""Task registry: one thin function per task, ``run(ctx) -> summary dict``, imported lazily.
+
+Tasks call the library and never each other."""
 
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ TASKS: dict[str, str] = {
     "plot": "plot:run",
     "merge": "merge:run",
     "hessian": "hessian:run",
-    "hessian_surface": "hessian:run_surface",
-    "hessian_trajectory": "hessian:run_trajectory",
+    "hessian_surface": "hessian_surface:run",
+    "hessian_trajectory": "hessian_trajectory:run",
     "trajectory": "trajectory:run",
     "connect": "connect:run",
     "connect_eval": "connect:run_eval",

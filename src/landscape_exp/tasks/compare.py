@@ -10,27 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from landscape_exp.compare import IGNORE_DEFAULT, compare_runs, find_runs
+from landscape_exp.compare import compare_runs, find_runs
+from landscape_exp.context import RunContext
 from landscape_exp.errors import UserError
-from landscape_exp.tasks.common import RunContext
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
-    task = ctx.cfg.task
-    runs = ctx.container(task.get("runs"))
-    if isinstance(runs, str):
-        runs = [runs]
-    if runs is not None and not isinstance(runs, list):
-        raise UserError(f"task.runs={runs!r} must be a list of run directories, e.g. 'task.runs=[dir1,dir2]'")
-    ignore = ctx.container(task.get("ignore"))
-    ignore = list(IGNORE_DEFAULT) if ignore is None else [str(i) for i in ([ignore] if isinstance(ignore, str) else ignore)]
-    metric = str(task.get("metric") or "train_loss")
-    paths = find_runs(task.get("sweep_dir"), runs)
+    c = ctx.settings.compare
+    assert c is not None
+    paths = find_runs(c.sweep_dir, list(c.runs))
     out = ctx.out_dir
     if any(Path(p).resolve() == out.resolve() for p in paths):
         raise UserError(f"the compare job's own directory {str(out)!r} cannot be one of the runs it compares")
     print(f"compare: {len(paths)} runs -> {out}")
-    summary = compare_runs(paths, out, metric=metric, plot_cfg=ctx.container(ctx.cfg.plot), ignore=ignore)
+    summary = compare_runs(paths, out, metric=c.metric, plot=ctx.settings.plot, ignore=list(c.ignore))
     figs = [Path(f) for f in summary["figures"]]
     ctx.tracker.log_images(figs, prefix="compare/")
     cols = summary["columns"]

@@ -1,0 +1,88 @@
+"""The run context every task receives: typed settings, output directory, device, tracker, and
+the data of the configured dataset (loaded once per process)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from landscape_exp.data import DeviceData, ImageDataset, eval_subset, load_dataset
+from landscape_exp.errors import UserError
+from landscape_exp.precision import Precision, resolve_precision
+from landscape_exp.settings import Settings
+from landscape_exp.tracking import Tracker
+
+
+@dataclass
+class RunContext:
+    """One job: its settings, output directory, device and tracker, and what launched it
+    (``job``: Hydra's job name, sweep dir, submitit worker)."""
+
+    settings: Settings
+    out_dir: Path
+    device: torch.device
+    tracker: Tracker = field(default_factory=Tracker)
+    job: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def progress(self) -> bool:
+        return self.settings.progress
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.settings.eval.batch_size_for(self.device)
+
+    @property
+    def precision(self) -> Precision:
+        p = self.settings.precision
+        return resolve_precision(p.mode, p.channels_last, p.compile, self.device)
+
+    def dataset(self) -> ImageDataset:
+        return dataset_for(self.settings.dataset)
+
+    def eval_splits(self, dataset: ImageDataset, precision: Precision) -> dict[str, DeviceData]:
+        """The splits evaluated at every point, resident on the device (the training split as the
+        paper's data_split/split_idx subset)."""
+        ev = self.settings.eval
+        out = {}
+        for s in ev.splits:
+            split = dataset.split(s)
+            if s == "train":
+                split = eval_subset(split, ev.data_split, ev.split_idx)
+            out[s] = DeviceData(split, dataset.mean, dataset.std, self.device, channels_last=precision.channels_last)
+        return out
+
+
+_DATASETS: dict[str, ImageDataset] = {}
+
+
+def dataset_for(dataset_cfg: dict[str, Any] | Any) -> ImageDataset:
+    """The configured dataset (memoized per process: a sweep job loads it once)."""
+    key = json.dumps(dict(dataset_cfg), sort_keys=True, default=str)
+    if key not in _DATASETS:
+        _DATASETS[key] = load_dataset(dict(dataset_cfg))
+    return _DATASETS[key]
+
+
+def resolve_device(spec: str | None, local_rank: int = 0) -> torch.device:
+    """``device=`` as a torch device. ``local_rank``: this worker's rank on its node when a job
+    runs several workers (submitit tasks_per_node); ``auto``/``cuda`` then take GPU
+    ``local_rank % visible GPUs``, one GPU per worker."""
+    spec = str(spec or "auto")
+    if spec in ("auto", "cuda") and local_rank and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"unknown device {spec!r}; allowed: auto, cpu, cuda, cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {spec!r} was asked for but CUDA is not available; use device=cpu or device=auto")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"unsupported device {spec!r}; allowed: auto, cpu, cuda, cuda:N")
+    return dev

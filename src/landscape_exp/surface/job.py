@@ -1,0 +1,168 @@
+"""One surface job, for every task that writes a surface (surface1d/2d, interp1d, plane, the
+trajectory's PCA plane, hessian_surface): where the file goes and which shard this process
+computes, the fingerprint and attributes, the resumable point loop, the merge of shards, and
+publishing the result (figures, W&B)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from landscape_exp.context import RunContext
+from landscape_exp.errors import UserError
+from landscape_exp.provenance import file_sha256, tensors_sha256, versions
+from landscape_exp.resources import check_surface_resources
+from landscape_exp.data import ImageDataset
+from landscape_exp.surface.engine import Measure, compute_surface
+from landscape_exp.surface.measures import LossMeasure
+from landscape_exp.surface.grid import Grid, parse_grid
+from landscape_exp.surface.plane import Plane
+from landscape_exp.surface.sharding import merge_shards, shard_indices, shard_path, worker_shard
+from landscape_exp.surface.store import SurfaceFile, read_surface
+from landscape_exp.surface.weight_space import WeightSpace
+
+
+def grid_for(ctx: RunContext, ndim: int) -> Grid:
+    """The ``x=``/``y=`` grid (the task's default where not given); one-line errors for a malformed
+    spec or a ``y`` given to a 1D task."""
+    s = ctx.settings
+    if ndim == 1:
+        if s.y:
+            raise UserError(f"task {s.task!r} is one-dimensional; drop y={s.y}")
+        return parse_grid(s.x)
+    return parse_grid(s.x, s.y)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The surface file and this process's shard of it."""
+
+    path: Path
+    count: int = 1
+    index: int = 0
+
+    @property
+    def store_path(self) -> Path:
+        return shard_path(self.path, self.count, self.index) if self.count > 1 else self.path
+
+    def indices(self, grid: Grid) -> list[int] | None:
+        return shard_indices(grid.size, self.count, self.index) if self.count > 1 else None
+
+
+def surface_target(ctx: RunContext, default_name: str = "surface.h5", *, shardable: bool = True) -> Target:
+    """``surf_file``, else the sweep directory's ``surface.h5`` for a multirun over
+    ``shard.index`` (all shards meet there), else the job directory's (shared by the workers of
+    one job), else ``<run dir>/<default_name>``. The shard: ``shard.count/index``, split again
+    among the workers of one job (submitit tasks_per_node)."""
+    s = ctx.settings
+    count, index = s.shard.count, s.shard.index
+    if not shardable and count > 1:
+        raise UserError(f"task={s.task} computes its surface in one job; drop shard.count (it must be 1)")
+    worker = ctx.job.get("worker")
+    if worker:
+        count, index = worker_shard(count, index, int(worker["count"]), int(worker["rank"]))
+    if s.surf_file:
+        path = Path(s.surf_file)
+    elif s.shard.count > 1 and ctx.job.get("sweep_dir"):
+        path = Path(str(ctx.job["sweep_dir"])) / "surface.h5"
+    elif count > 1 and ctx.job.get("job_dir"):
+        path = Path(str(ctx.job["job_dir"])) / "surface.h5"
+    else:
+        path = ctx.out_dir / default_name
+    return Target(path, count, index)
+
+
+def check_target(ctx: RunContext, target: Target, grid: Grid, num_metrics: int) -> None:
+    """Memory, disk and writability, before any expensive work."""
+    check_surface_resources(grid.size, num_metrics, target.path, figures=ctx.settings.plot.enabled)
+
+
+def loss_measure(ctx: RunContext, model: nn.Module, dataset: ImageDataset) -> LossMeasure:
+    """Loss and accuracy on ``eval.splits`` with the configured precision; the measure's
+    ``model`` is the one to move (``channels_last`` gives a new module)."""
+    s = ctx.settings
+    precision = ctx.precision
+    splits = ctx.eval_splits(dataset, precision)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return LossMeasure(model, splits, s.eval.loss, ctx.eval_batch_size, precision, (s.eval.data_split, s.eval.split_idx),
+                       s.eval.points_per_pass, torch.compile(model) if precision.compile else None)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The point the surface is centred on: a checkpoint of a model on a dataset."""
+
+    checkpoint: Path
+    model_cfg: Mapping[str, Any]
+    dataset_name: str
+
+
+def fingerprint(ctx: RunContext, grid: Grid, origin: Origin, plane: Plane, measure: Measure) -> dict[str, Any]:
+    """Everything that determines the values: a rerun with another fingerprint is refused."""
+    return {
+        "task": ctx.settings.task, "grid": [grid.x.spec()] + ([grid.y.spec()] if grid.y else []),
+        "model": dict(origin.model_cfg), "checkpoint_sha256": file_sha256(origin.checkpoint),
+        "directions_sha256": tensors_sha256(plane.tensors), "direction_type": ctx.settings.direction.type,
+        "dataset": ctx.settings.dataset_identity(), "loss": ctx.settings.eval.loss, **measure.fingerprint(),
+    }
+
+
+def attributes(ctx: RunContext, origin: Origin, plane: Plane, measure: Measure, normalization: str,
+               extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The surface file's descriptive attributes (the original tool's plus provenance)."""
+    return {
+        "task": ctx.settings.task, "model": origin.model_cfg.get("name", "?"), "dataset": origin.dataset_name,
+        "normalization": normalization, "checkpoint": str(Path(origin.checkpoint).resolve()),
+        "dir_file": str(plane.dir_file), **extra, "config": dict(ctx.settings.config), "versions": versions(),
+        **measure.attrs(),
+    }
+
+
+def run_surface(ctx: RunContext, *, target: Target, grid: Grid, origin: Origin, plane: Plane, measure: Measure,
+                space: WeightSpace, extra_attrs: Mapping[str, Any] | None = None,
+                extra_datasets: Mapping[str, Any] | None = None, normalization: str | None = None,
+                desc: str = "surface") -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Compute this process's pending points of the surface and, when every shard is done, merge
+    them. Returns ``(surface, stats)``: the surface as :func:`read_surface` gives it, or None
+    while other shards still have points to compute."""
+    s = ctx.settings
+    store = SurfaceFile(
+        target.store_path, grid, measure.metrics, fingerprint=fingerprint(ctx, grid, origin, plane, measure),
+        attrs=attributes(ctx, origin, plane, measure, normalization or plane.info.get("normalization", "none"),
+                         extra_attrs or {}),
+        indices=target.indices(grid), extra_datasets={"dir_file": str(plane.dir_file), **(extra_datasets or {})},
+        move_corrupt_aside=s.surface_recover,
+    )
+    with store:
+        plane.save()  # only now: the surface file accepted this config
+        todo = len(store.pending())
+        what = f"shard {target.index} of {target.count}: {len(store.indices)} of {grid.size}" if target.count > 1 else f"{grid.size}"
+        print(f"{s.task}: {what} points ({store.num_done} already done, {todo} to compute) -> {target.store_path}")
+        stats = compute_surface(space, grid, store, measure, progress=ctx.progress, desc=desc)
+    if target.count > 1:
+        try:
+            merged = merge_shards(target.path, target.count, require_complete=False)
+        except UserError as e:  # another shard is merging right now, or a shard is inconsistent
+            print(f"not merged yet: {e}")
+            merged = None
+        if merged is None:
+            return None, {"shard": target.index, "shard_count": target.count, "shard_file": str(target.store_path), **stats}
+        print(f"all {target.count} shards done: merged into {target.path}")
+    return read_surface(target.path), stats
+
+
+def publish(ctx: RunContext, prefix: str, figures: Sequence[Path], artifacts: Sequence[Path], artifact_name: str,
+            kind: str = "surface") -> list[str]:
+    """Figures and files to the tracker (after they are on disk); returns the figure paths."""
+    ctx.tracker.log_images(list(figures), prefix=f"{prefix}/")
+    for f in figures:
+        if f.suffix == ".html":
+            ctx.tracker.log_html(f, f"{prefix}/{f.stem}")
+    ctx.tracker.artifact(list(artifacts), name=artifact_name, kind=kind)
+    return [str(f) for f in figures]

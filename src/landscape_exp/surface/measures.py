@@ -1,0 +1,105 @@
+"""What a surface measures at each point: loss and accuracy on the evaluated splits, or the
+extreme Hessian eigenvalues (both satisfy :class:`landscape_exp.surface.engine.Measure`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from landscape_exp.data import DeviceData
+from landscape_exp.evaluation import evaluate_points_sums, evaluate_sums
+from landscape_exp.precision import Precision
+from landscape_exp.surface.grid import Grid
+from landscape_exp.surface.store import metric_names
+from landscape_exp.surface.weight_space import WeightSpace
+
+
+@dataclass
+class LossMeasure:
+    """Mean loss and accuracy (percent) on each split, from on-device sums (one host sync per
+    point). ``points_per_pass > 1`` evaluates that many points per forward pass with ``vmap``
+    over stacked weights (pays off for small models on a GPU; see benchmarks/)."""
+
+    model: nn.Module
+    splits: Mapping[str, DeviceData]
+    loss: str
+    batch_size: int
+    precision: Precision
+    data_split: tuple[int, int]
+    points_per_pass: int = 1
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # e.g. a torch.compile'd model
+    metrics: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = metric_names(list(self.splits))
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"splits": list(self.splits), "data_split": list(self.data_split),
+                "precision": self.precision.mode}
+
+    def attrs(self) -> dict[str, Any]:
+        return {"precision": self.precision.mode}
+
+    def _values(self, sums: Mapping[str, tuple[Any, Any]]) -> dict[str, float]:
+        values: dict[str, float] = {}
+        for name, (total, correct) in sums.items():
+            n = len(self.splits[name])
+            values[f"{name}_loss"] = float(total) / n  # the one host sync per point
+            values[f"{name}_acc"] = 100.0 * float(correct) / n
+        return values
+
+    def points(self, space: WeightSpace, grid: Grid, pending: list[int]) -> Iterator[tuple[int, dict[str, float]]]:
+        fwd = self.forward or self.model
+        kw = dict(loss=self.loss, batch_size=self.batch_size, precision=self.precision)
+        if self.points_per_pass <= 1:
+            for k in pending:
+                space.move_to(grid.point(k))
+                yield k, self._values({name: evaluate_sums(fwd, data, **kw) for name, data in self.splits.items()})
+            return
+        for start in range(0, len(pending), self.points_per_pass):
+            chunk = pending[start : start + self.points_per_pass]
+            stacked = space.stacked_points(torch.tensor([grid.point(k) for k in chunk], dtype=torch.float64))
+            sums = {name: evaluate_points_sums(self.model, stacked, data, **kw) for name, data in self.splits.items()}
+            totals = {name: (t.cpu(), c.cpu()) for name, (t, c) in sums.items()}
+            for i, k in enumerate(chunk):
+                yield k, self._values({name: (t[i], c[i]) for name, (t, c) in totals.items()})
+
+
+@dataclass
+class HessianMeasure:
+    """``lambda_max``, ``lambda_min`` (shift trick), ``|lambda_min/lambda_max|``, the loss, HVPs
+    and seconds at each point (Li et al. 2018, section 6), in full fp32."""
+
+    op: Any  # landscape_exp.hvp.HessianOperator over the evaluated samples
+    settings: Any  # landscape_exp.settings.HessianSettings
+    ignore: str | None
+    num_samples: int
+    dim: int
+    metrics: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loss_key = f"{self.settings.split}_loss"
+        self.metrics = ["lambda_max", "lambda_min", "ratio", self.loss_key, "num_hvp", "seconds"]
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"ignore": self.ignore or "none", "hessian": self.settings.identity(), "precision": "fp32"}
+
+    def attrs(self) -> dict[str, Any]:
+        return {"precision": "fp32", "num_samples": self.num_samples, "dim": self.dim}
+
+    def points(self, space: WeightSpace, grid: Grid, pending: list[int]) -> Iterator[tuple[int, dict[str, float]]]:
+        from landscape_exp import hessian as H
+
+        s = self.settings
+        for k in pending:
+            space.move_to(grid.point(k))
+            # A seed per point: a resumed run gives the same values as an uninterrupted one.
+            res = H.extreme_point(self.op, method=s.spectrum.method, tol=s.spectrum.tol, max_iter=s.spectrum.max_iter,
+                                  seed=s.seed + k)
+            with H.fp32(self.op.device):
+                res[self.loss_key] = self.op.loss()
+            yield k, res
