@@ -34,7 +34,8 @@ def _ensure_sharpness(run_dir: Path) -> None:
     """Surface-based sharpness in the surface file, as the surface tasks store it (kept if there)."""
     from omegaconf import OmegaConf
 
-    from landscape_exp.sharpness import SharpnessSettings, sharpness_summary, store_sharpness
+    from landscape_exp.sharpness import SharpnessSettings, sharpness_summary
+    from landscape_exp.surface.store import store_sharpness
     from landscape_exp.surface.store import read_surface
 
     surface = read_surface(run_dir / "surface.h5")

@@ -31,11 +31,10 @@ from landscape_exp.sharpness import (
     loss_rise_2d,
     loss_rise_at_radii,
     model_sharpness,
-    read_sharpness,
     sharpness_summary,
-    store_sharpness,
     surface_sharpness,
 )
+from landscape_exp.surface.store import read_sharpness, store_sharpness
 
 F64 = torch.float64
 

@@ -40,7 +40,7 @@ from landscape_exp.errors import UserError
 from landscape_exp.settings import read_run_config
 from landscape_exp.figures.base import save
 from landscape_exp.figures.compare import figure_contour_grid, figure_overlay_1d
-from landscape_exp.sharpness import read_sharpness
+from landscape_exp.surface.store import read_sharpness
 from landscape_exp.storage import atomic_path
 
 if TYPE_CHECKING:

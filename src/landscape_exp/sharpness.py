@@ -28,22 +28,16 @@ feasible, so the reported value is a lower bound on the true maximum that tighte
 ``lambda_max`` and the trace of the Hessian come from :mod:`landscape_exp.spectral`.
 
 Metrics are returned as flat ``{"sharpness/<name>": float}`` dicts (summary, W&B, CSV) and stored
-in the surface file's ``sharpness`` attribute (JSON) by :func:`store_sharpness`.
+in the surface file's ``sharpness`` attribute (JSON) by :func:`landscape_exp.surface.store.store_sharpness`.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import math
-import os
-import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from scipy import ndimage
@@ -51,7 +45,6 @@ from scipy.interpolate import RegularGridInterpolator
 from torch import Tensor, nn
 
 from landscape_exp.errors import UserError
-from landscape_exp.storage import atomic_path
 
 PREFIX = "sharpness/"
 
@@ -668,42 +661,3 @@ def sharpness_summary(surface: Mapping[str, Any], settings: SharpnessSettings | 
             rho=float(s.rho), eta=float(s.eta), steps=s.steps, restarts=s.restarts, seed=s.seed,
             hessian=s.hessian, hessian_iters=s.hessian_iters, hessian_probes=s.hessian_probes))
     return out
-
-
-def store_sharpness(path: str | Path, metrics: Mapping[str, float]) -> bool:
-    """Store ``metrics`` as the surface file's ``sharpness`` attribute (JSON), atomically.
-
-    The file is copied, the attribute set on the copy and the copy renamed over the file, so a
-    kill leaves either the old or the new file. Returns False (and changes nothing) when another
-    process holds the surface's lock.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"surface file {str(p)!r} does not exist")
-    lock = os.open(p.with_name(p.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        with atomic_path(p, tag="sharpness") as tmp:
-            shutil.copyfile(p, tmp)
-            with h5py.File(tmp, "a") as f:
-                f.attrs["sharpness"] = json.dumps({k: float(v) for k, v in metrics.items()})
-                f.flush()
-        return True
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        os.close(lock)
-
-
-def read_sharpness(surface_or_attrs: Mapping[str, Any]) -> dict[str, float]:
-    """The ``sharpness`` attribute of a surface (``read_surface`` dict or its ``attrs``), or ``{}``."""
-    attrs = surface_or_attrs.get("attrs", surface_or_attrs)
-    raw = attrs.get("sharpness") if isinstance(attrs, Mapping) else None
-    if raw is None:
-        return {}
-    try:
-        return {str(k): float(v) for k, v in json.loads(raw).items()}
-    except (ValueError, TypeError, AttributeError):
-        return {}

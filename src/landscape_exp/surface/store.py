@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -280,3 +281,41 @@ def finite_summary(values: np.ndarray, done: np.ndarray) -> dict[str, int]:
     v = values[done]
     return {"computed": int(done.sum()), "finite": int(np.isfinite(v).sum()), "nonfinite": int((~np.isfinite(v)).sum())}
 
+
+def store_sharpness(path: str | Path, metrics: Mapping[str, float]) -> bool:
+    """Store ``metrics`` as the surface file's ``sharpness`` attribute (JSON), atomically.
+
+    The file is copied, the attribute set on the copy and the copy renamed over the file, so a
+    kill leaves either the old or the new file. Returns False (and changes nothing) when another
+    process holds the surface's lock.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"surface file {str(p)!r} does not exist")
+    lock = os.open(p.with_name(p.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        with atomic_path(p, tag="sharpness") as tmp:
+            shutil.copyfile(p, tmp)
+            with h5py.File(tmp, "a") as f:
+                f.attrs["sharpness"] = json.dumps({k: float(v) for k, v in metrics.items()})
+                f.flush()
+        return True
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+
+
+def read_sharpness(surface_or_attrs: Mapping[str, Any]) -> dict[str, float]:
+    """The ``sharpness`` attribute of a surface (``read_surface`` dict or its ``attrs``), or ``{}``."""
+    attrs = surface_or_attrs.get("attrs", surface_or_attrs)
+    raw = attrs.get("sharpness") if isinstance(attrs, Mapping) else None
+    if raw is None:
+        return {}
+    try:
+        return {str(k): float(v) for k, v in json.loads(raw).items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}

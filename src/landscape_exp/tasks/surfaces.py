@@ -9,7 +9,8 @@ import numpy as np
 from landscape_exp.context import RunContext
 from landscape_exp.figures import render_surface
 from landscape_exp.model_source import ensure_checkpoint, load_for_analysis, model_config
-from landscape_exp.sharpness import sharpness_summary, store_sharpness
+from landscape_exp.sharpness import sharpness_summary
+from landscape_exp.surface.store import store_sharpness
 from landscape_exp.surface.job import Origin, check_target, loss_measure, grid_for, publish, run_surface, surface_target
 from landscape_exp.surface.plane import build_plane
 from landscape_exp.surface.store import metric_names
