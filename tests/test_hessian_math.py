@@ -21,6 +21,7 @@ from torch.func import functional_call
 from landscape_exp.errors import UserError
 from landscape_exp.hvp import HessianOperator, flatten, unflatten
 from landscape_exp.spectral import (
+    SolverOptions,
     extreme_eigenvalues,
     gaussian_density,
     hutchinson_trace,
@@ -313,9 +314,14 @@ def test_top_eigenpairs_match_exact(mlp: Problem, method: str, which: str) -> No
     op = mlp.op()
     g = torch.Generator().manual_seed(7)
     tol = 1e-8 if method != "power" else 1e-6
-    vals, vecs = top_eigenpairs(op, op.dim, 3, which=which, method=method, tol=tol, max_iter=2000,
-                                generator=g)
-    _check_pairs(vals, vecs, mlp, which, 3)
+    res = top_eigenpairs(op, op.dim, 3, which=which, options=SolverOptions(method, tol, 2000), generator=g)
+    _check_pairs(res.values, res.vectors, mlp, which, 3)
+    # The residuals are ||H v - theta v||, as the exact Hessian gives them, and all converged.
+    exact_res = [float(torch.linalg.vector_norm(mlp.H @ v - t * v)) for t, v in zip(res.values, res.vectors)]
+    np.testing.assert_allclose(res.residuals.numpy(), exact_res, rtol=1e-6, atol=1e-13)
+    assert res.all_converged
+    if method != "eigsh":  # the scale of the test is ||H||; ARPACK shows only the pairs it returns
+        assert res.scale == pytest.approx(np.abs(mlp.evals).max(), rel=1e-3 if method == "power" else 1e-6)
     if method == "lanczos":
         assert op.num_hvp < op.dim  # converged before spanning the whole space
 
@@ -325,20 +331,21 @@ def test_power_when_the_most_negative_eigenvalue_dominates() -> None:
     values = [-3.0, -1.0, 0.5, 1.0, 2.0, 0.1, -0.2, 0.0]
     A = _with_spectrum(values, seed=8)
     g = torch.Generator().manual_seed(9)
-    vals, _ = top_eigenpairs(_dense(A), 8, 3, which="LA", method="power", tol=1e-10, generator=g)
+    power = SolverOptions("power", 1e-10)
+    vals = top_eigenpairs(_dense(A), 8, 3, which="LA", options=power, generator=g).values
     np.testing.assert_allclose(vals.numpy(), [2.0, 1.0, 0.5], rtol=1e-6)
-    vals, _ = top_eigenpairs(_dense(-A), 8, 2, which="SA", method="power", tol=1e-10, generator=g)
+    vals = top_eigenpairs(_dense(-A), 8, 2, which="SA", options=power, generator=g).values
     np.testing.assert_allclose(vals.numpy(), [-2.0, -1.0], rtol=1e-6)
     # lambda_max dominates but |lambda_min| beats the second largest: deflated plain power
     # iteration would return -2 as the second pair; the shift by -lambda_min must prevent it.
     C = _with_spectrum([3.0, 1.0, 0.5, -2.0, 0.2, -0.1, 0.0, 0.05], seed=21)
-    vals, _ = top_eigenpairs(_dense(C), 8, 3, which="LA", method="power", tol=1e-10, generator=g)
+    vals = top_eigenpairs(_dense(C), 8, 3, which="LA", options=power, generator=g).values
     np.testing.assert_allclose(vals.numpy(), [3.0, 1.0, 0.5], rtol=1e-6)
     # Repeated eigenvalue: Lanczos restarts after breakdown and finds both copies.
     B = _with_spectrum([4.0, 4.0, 1.0, 0.5, -1.0, 0.0], seed=10)
-    vals, vecs = top_eigenpairs(_dense(B), 6, 2, method="lanczos", generator=g)
-    np.testing.assert_allclose(vals.numpy(), [4.0, 4.0], rtol=1e-10)
-    assert abs(float(vecs[0] @ vecs[1])) < 1e-8
+    res = top_eigenpairs(_dense(B), 6, 2, generator=g)
+    np.testing.assert_allclose(res.values.numpy(), [4.0, 4.0], rtol=1e-10)
+    assert abs(float(res.vectors[0] @ res.vectors[1])) < 1e-8
 
 
 def test_float32_operator_drives_float64_algorithms(mlp: Problem) -> None:
@@ -348,10 +355,11 @@ def test_float32_operator_drives_float64_algorithms(mlp: Problem) -> None:
     op = HessianOperator(model32, list(model32.parameters()), [(mlp.X.float(), mlp.y)], F.cross_entropy, N)
     assert op.dtype == torch.float32 and op.matvec(torch.ones(75, dtype=torch.float64)).dtype == torch.float32
     g = torch.Generator().manual_seed(22)
-    vals, vecs = top_eigenpairs(op, op.dim, 2, tol=1e-4, generator=g)
-    assert vecs.dtype == torch.float64
-    np.testing.assert_allclose(vals.numpy(), mlp.evals[::-1][:2], rtol=1e-4)
-    lam_max, lam_min = extreme_eigenvalues(op.matvec, op.dim, tol=1e-4, generator=g)
+    res = top_eigenpairs(op, op.dim, 2, options=SolverOptions(tol=1e-4), generator=g)
+    assert res.vectors.dtype == torch.float64
+    np.testing.assert_allclose(res.values.numpy(), mlp.evals[::-1][:2], rtol=1e-4)
+    top, bottom = extreme_eigenvalues(op.matvec, op.dim, options=SolverOptions(tol=1e-4), generator=g)
+    lam_max, lam_min = float(top.values[0]), float(bottom.values[0])
     assert (lam_max, lam_min) == (pytest.approx(mlp.evals[-1], rel=1e-4), pytest.approx(mlp.evals[0], rel=1e-4))
     alpha, beta, Q = lanczos(op, op.dim, 20, generator=g, dtype=torch.float32)
     assert Q.dtype == torch.float32
@@ -363,11 +371,15 @@ def test_top_eigenpairs_rejects_bad_input() -> None:
     with pytest.raises(UserError, match="which"):
         top_eigenpairs(_dense(A), 3, 1, which="LM")
     with pytest.raises(UserError, match="method"):
-        top_eigenpairs(_dense(A), 3, 1, method="arnoldi")
+        top_eigenpairs(_dense(A), 3, 1, options=SolverOptions("arnoldi"))
+    with pytest.raises(UserError, match="tol"):
+        SolverOptions(tol=-1.0)
+    with pytest.raises(UserError, match="max_iter"):
+        SolverOptions(max_iter=0)
     with pytest.raises(UserError, match="k=4"):
         top_eigenpairs(_dense(A), 3, 4)
     with pytest.raises(UserError, match="k < dim"):
-        top_eigenpairs(_dense(A), 3, 3, method="eigsh")
+        top_eigenpairs(_dense(A), 3, 3, options=SolverOptions("eigsh"))
 
 
 @pytest.mark.parametrize(("method", "min_method"), [
@@ -377,8 +389,10 @@ def test_top_eigenpairs_rejects_bad_input() -> None:
 def test_extreme_eigenvalues(mlp: Problem, method: str, min_method: str) -> None:
     op = mlp.op()
     g = torch.Generator().manual_seed(11)
-    lam_max, lam_min = extreme_eigenvalues(op, op.dim, method=method, min_method=min_method,
-                                           tol=1e-8, max_iter=3000, generator=g)
+    top, bottom = extreme_eigenvalues(op, op.dim, options=SolverOptions(method, 1e-8, 3000), min_method=min_method,
+                                      generator=g)
+    lam_max, lam_min = float(top.values[0]), float(bottom.values[0])
+    assert top.all_converged and bottom.all_converged
     assert lam_max == pytest.approx(mlp.evals[-1], rel=1e-4)
     assert lam_min == pytest.approx(mlp.evals[0], rel=1e-4)
     assert lam_min < 0 < lam_max
@@ -391,13 +405,15 @@ def test_extreme_eigenvalues_shift_finds_tiny_lambda_min() -> None:
     values = [10.0, 6.0, 4.0, 2.0, 1.5, 1.0, 0.5, -1e-4]
     A = _with_spectrum(values, seed=12)
     g = torch.Generator().manual_seed(13)
-    lam_max, lam_min = extreme_eigenvalues(_dense(A), 8, method="power", tol=1e-12, max_iter=5000,
-                                           generator=g)
-    assert lam_max == pytest.approx(10.0, rel=1e-10)
-    assert lam_min == pytest.approx(-1e-4, abs=1e-9)
-    with pytest.warns(UserWarning, match="power iteration"):
-        extreme_eigenvalues(_dense(A), 8, method="power", min_method="direct", tol=1e-12,
-                            max_iter=1000, generator=g)
+    top, bottom = extreme_eigenvalues(_dense(A), 8, options=SolverOptions("power", 1e-12, 5000), generator=g)
+    assert float(top.values[0]) == pytest.approx(10.0, rel=1e-10)
+    assert float(bottom.values[0]) == pytest.approx(-1e-4, abs=1e-9)
+    assert top.all_converged and bottom.all_converged
+    # Asked directly, power iteration on -H converges to -10 first and, deflated, crawls down the
+    # spectrum; with 20 iterations per pair it stops far from lambda_min, and the flag says so.
+    _, direct = extreme_eigenvalues(_dense(A), 8, options=SolverOptions("power", 1e-12, 20), min_method="direct",
+                                    generator=g)
+    assert not direct.all_converged and float(direct.residuals[0]) > 1e-12 * 10
 
 
 # ----------------------------------------------------------------------------- trace and density
@@ -425,8 +441,9 @@ def test_hutchinson_trace_within_three_standard_errors(mlp: Problem) -> None:
 def test_slq_density_matches_exact_spectrum(mlp: Problem) -> None:
     op = mlp.op()
     P, m, d = 16, 25, op.dim
-    grid, density, nodes, weights = slq_density(op, d, num_probes=P, num_iters=m,
-                                                generator=torch.Generator().manual_seed(15))
+    grid, density, nodes, weights, probe = slq_density(op, d, num_probes=P, num_iters=m,
+                                                       generator=torch.Generator().manual_seed(15))
+    assert torch.equal(probe, torch.arange(P).repeat_interleave(m))
     assert op.num_hvp == P * m
     assert grid.shape == density.shape == (1000,)
     assert nodes.shape == weights.shape == (P * m,)
@@ -464,7 +481,7 @@ def test_slq_on_known_spectrum_and_explicit_grid() -> None:
     P = 60
     for probe, c in (("gaussian", 1.0), ("rademacher", 100.0)):
         A = c * _with_spectrum(values, seed=16)
-        grid, density, nodes, weights = slq_density(
+        grid, density, nodes, weights, _ = slq_density(
             _dense(A), 60, num_probes=P, num_iters=10, probe=probe,
             generator=torch.Generator().manual_seed(17))
         assert len(nodes) == 3 * P  # breakdown after 3 steps, every probe
@@ -479,7 +496,7 @@ def test_slq_on_known_spectrum_and_explicit_grid() -> None:
     # Explicit grid and sigma: the density is the normalised kernel sum.
     A = _with_spectrum(values, seed=16)
     grid = torch.linspace(0.0, 6.0, 601, dtype=torch.float64)
-    g2, dens, nodes, weights = slq_density(_dense(A), 60, num_probes=4, num_iters=10, grid=grid,
+    g2, dens, nodes, weights, _ = slq_density(_dense(A), 60, num_probes=4, num_iters=10, grid=grid,
                                            sigma=0.1, generator=torch.Generator().manual_seed(18))
     assert torch.equal(g2, grid)
     by_hand = sum(float(w) * torch.exp(-0.5 * ((grid - float(t)) / 0.1) ** 2) / math.sqrt(2 * math.pi * 0.01)

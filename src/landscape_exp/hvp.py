@@ -1,4 +1,6 @@
-"""Hessian-vector products of the full-data loss, without ever forming the Hessian.
+"""Hessian-vector products of the full-data loss, without ever forming the Hessian (and the
+same for its Gauss-Newton and empirical-Fisher alternatives: :class:`GaussNewtonOperator`,
+:class:`FisherOperator`).
 
 For parameters ``theta`` (the ones the caller selects) and the full-data mean loss
 ``L(theta) = (1/N) sum_i l_i(theta)``, ``H v = grad_theta (grad_theta L . v)`` (Pearlmutter's
@@ -132,6 +134,15 @@ class HessianOperator:
     def _batch_loss(self, x: Tensor, y: Tensor, scale: float) -> Tensor:
         return self.loss_fn(self.model(x), y) * scale
 
+    def _batch_product(self, x: Tensor, y: Tensor, scale: float, vs: list[Tensor]) -> Sequence[Tensor] | None:
+        """This batch's share of the product (None: nothing to add)."""
+        loss = self._batch_loss(x, y, scale)
+        grads = torch.autograd.grad(loss, self.params, create_graph=True, materialize_grads=True)
+        gv = sum((g * vi).sum() for g, vi in zip(grads, vs))
+        if not gv.requires_grad:
+            return None  # the loss is linear in params on this batch: zero curvature
+        return torch.autograd.grad(gv, self.params, materialize_grads=True)
+
     def matvec(self, v: Tensor) -> Tensor:
         """``H v`` of the full-data mean loss, as a flat tensor (parameters' dtype and device)."""
         if v.dim() != 1 or v.numel() != self.dim:
@@ -139,13 +150,9 @@ class HessianOperator:
         vs = unflatten(v.to(device=self.device, dtype=self.dtype), self.params)
         out = [torch.zeros_like(p) for p in self.params]
         for x, y, scale in self._iter_batches():
-            loss = self._batch_loss(x, y, scale)
-            grads = torch.autograd.grad(loss, self.params, create_graph=True, materialize_grads=True)
-            gv = sum((g * vi).sum() for g, vi in zip(grads, vs))
-            if not gv.requires_grad:
-                continue  # the loss is linear in params on this batch: zero curvature
-            hv = torch.autograd.grad(gv, self.params, materialize_grads=True)
-            torch._foreach_add_(out, [h.detach() for h in hv])
+            part = self._batch_product(x, y, scale, vs)
+            if part is not None:
+                torch._foreach_add_(out, [h.detach() for h in part])
         self.num_hvp += 1
         return flatten(out)
 
@@ -175,3 +182,64 @@ class HessianOperator:
             return self.matvec(v).detach().to("cpu", torch.float64).numpy()
 
         return LinearOperator(shape=(self.dim, self.dim), matvec=mv, rmatvec=mv, dtype=np.float64)
+
+
+def _jvp(outputs: Tensor, params: Sequence[Tensor], vs: Sequence[Tensor]) -> Tensor:
+    """``J v`` for ``J = d outputs / d params`` by the double-vjp trick (reverse mode only, so
+    every layer works): ``J^T u`` is linear in a dummy ``u``, and its gradient of ``(J^T u) . v``
+    with respect to ``u`` is ``J v``.  The graph of ``outputs`` is kept for a later ``J^T``."""
+    u = torch.zeros_like(outputs, requires_grad=True)
+    jtu = torch.autograd.grad(outputs, params, grad_outputs=u, create_graph=True, materialize_grads=True)
+    dot = sum((a * b).sum() for a, b in zip(jtu, vs))
+    if not dot.requires_grad:  # the outputs do not depend on these parameters
+        return torch.zeros_like(outputs)
+    return torch.autograd.grad(dot, u)[0]
+
+
+class GaussNewtonOperator(HessianOperator):
+    """``v -> G v`` for the generalized Gauss-Newton matrix ``G = (1/N) sum_i J_i^T H_i J_i``
+    (Schraudolph 2002; Martens 2020): ``J_i`` the Jacobian of sample ``i``'s network outputs
+    (logits) with respect to ``params`` and ``H_i`` the Hessian of its loss with respect to
+    those outputs.  ``G`` drops the Hessian's term with the second derivatives of the network;
+    it is positive semidefinite when the loss is convex in the outputs (cross-entropy).  Per
+    batch: ``J v`` (double vjp), ``H_out (J v)`` (double backward through the loss on detached
+    outputs, so any ``loss_fn`` works), then ``J^T`` of that.  Same arguments as
+    :class:`HessianOperator`."""
+
+    def _batch_product(self, x: Tensor, y: Tensor, scale: float, vs: list[Tensor]) -> Sequence[Tensor] | None:
+        z = self.model(x)
+        jv = _jvp(z, self.params, vs)
+        zd = z.detach().requires_grad_(True)
+        gz = torch.autograd.grad(self.loss_fn(zd, y) * scale, zd, create_graph=True)[0]
+        if not gz.requires_grad:
+            return None  # the loss is linear in the outputs: G = 0
+        hjv = torch.autograd.grad((gz * jv.detach()).sum(), zd)[0]
+        return torch.autograd.grad(z, self.params, grad_outputs=hjv, materialize_grads=True)
+
+
+class FisherOperator(HessianOperator):
+    """``v -> F v`` for the empirical Fisher ``F = (1/N) sum_i g_i g_i^T``, ``g_i`` the gradient
+    of sample ``i``'s loss (Kunstner et al. 2019 on what it is and is not).  With ``l`` the
+    vector of a batch's per-sample losses and ``J`` its Jacobian, ``F v = (1/N) J^T (J v)``:
+    two passes per batch and no per-sample gradients in memory.
+
+    Args as :class:`HessianOperator` plus ``per_sample_loss_fn(logits, targets)`` -> the (B,)
+    vector of per-sample losses (``loss_fn`` is still used for :meth:`loss`/:meth:`gradient`).
+    """
+
+    def __init__(self, model: nn.Module, params: Sequence[nn.Parameter], batches: BatchSource, loss_fn: LossFn,
+                 num_samples: int, per_sample_loss_fn: LossFn) -> None:
+        super().__init__(model, params, batches, loss_fn, num_samples)
+        self.per_sample_loss_fn = per_sample_loss_fn
+
+    def _batch_product(self, x: Tensor, y: Tensor, scale: float, vs: list[Tensor]) -> Sequence[Tensor] | None:
+        losses = self.per_sample_loss_fn(self.model(x), y)
+        if losses.shape != y.shape[:1]:
+            raise UserError(f"per_sample_loss_fn returned shape {tuple(losses.shape)} for a batch of {len(y)}; "
+                            "it must return one loss per sample")
+        jv = _jvp(losses, self.params, vs)
+        return torch.autograd.grad(losses, self.params, grad_outputs=jv.detach() / self.num_samples,
+                                   materialize_grads=True)
+
+
+CURVATURES = ("hessian", "ggn", "fisher")

@@ -5,12 +5,17 @@ Everything here takes an HVP callable ``matvec(v: Tensor) -> Tensor`` (e.g. a
 
 * :func:`lanczos` - Lanczos tridiagonalisation with full re-orthogonalisation;
 * :func:`top_eigenpairs` - the k largest (``"LA"``) or smallest (``"SA"``) eigenpairs by our own
-  Lanczos, by ``scipy.sparse.linalg.eigsh`` or by power iteration with deflation;
-* :func:`extreme_eigenvalues` - ``(lambda_max, lambda_min)``, ``lambda_min`` via the shift
-  ``H - lambda_max I`` like the original tool's ``plot_hessian_eigen.py`` (or directly);
+  Lanczos, by ``scipy.sparse.linalg.eigsh`` or by power iteration with deflation, as
+  :class:`Eigenpairs` with measured residuals ``||Hv - lambda v||`` and converged flags
+  (the solver settings are one :class:`SolverOptions`);
+* :func:`bottom_eigenpairs` - the k smallest via the shift ``H - lambda_max I``;
+  :func:`extreme_eigenvalues` - the pairs of ``lambda_max`` and ``lambda_min``, the latter by the
+  shift like the original tool's ``plot_hessian_eigen.py`` (or directly);
 * :func:`hutchinson_trace` - Hutchinson's trace estimate with its standard error;
 * :func:`slq_density` - the spectral density by stochastic Lanczos quadrature (Ghorbani et al.
-  2019; PyHessian's ``density``).
+  2019; PyHessian's ``density``); :func:`bulk_split` - its bulk edge and the outliers above it;
+* :func:`subspace_overlap`, :func:`fraction_in_subspace` - how top-k subspaces move and how much
+  of the gradient lies in them (Gur-Ari et al. 2018).
 
 Randomness comes only from the ``torch.Generator`` passed in, drawn on the generator's own device
 and then moved, so a seed gives the same probes on CPU and CUDA.  The vectors live on ``device``
@@ -22,8 +27,9 @@ dtype the operator returns is cast to ``dtype``, so a float32 HVP can drive floa
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -203,16 +209,9 @@ def _start_vector(v0: Tensor | None, dim: int, generator: torch.Generator | None
 # ----------------------------------------------------------------------------- Lanczos
 
 
-def lanczos(
-    matvec: MatVec,
-    dim: int,
-    num_iters: int,
-    *,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float64,
-    v0: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
+def lanczos(matvec: MatVec, dim: int, num_iters: int, *, generator: torch.Generator | None = None,
+            device: torch.device | str | None = None, dtype: torch.dtype = torch.float64,
+            v0: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Lanczos tridiagonalisation ``Q H Q^T = T`` from ``v0`` (Gaussian random if ``None``).
 
     Full re-orthogonalisation (two Gram-Schmidt passes per step) against every previous vector.
@@ -237,16 +236,99 @@ def lanczos(
 # ----------------------------------------------------------------------------- eigenpairs
 
 
-def _lanczos_eigenpairs(mv: MatVec, dim: int, k: int, which: str, tol: float, max_iter: int,
-                        generator: torch.Generator | None, device: torch.device,
-                        dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Ritz pairs of a growing Krylov space until ``||H y - theta y|| <= tol |theta|`` for all k.
+@dataclass(frozen=True)
+class SolverOptions:
+    """How an eigen-solver works and when it stops.
+
+    ``method``: ``"lanczos"``, ``"eigsh"`` or ``"power"`` (see :func:`top_eigenpairs`).
+    ``tol``: a pair has converged when ``||H v - theta v|| <= tol * scale``, with ``scale`` the
+    largest ``|Ritz value|`` the solver has seen (an estimate of ``||H||`` from below).  The test
+    is on the scale of the whole spectrum, not of ``|theta|``: an eigenvalue near zero (the
+    bulk of a trained network) can then converge at all, and a residual of ``tol * ||H||``
+    bounds its error by the same amount (for ``eigsh``, ARPACK's own relative test uses ``tol``).
+    ``max_iter``: Lanczos steps (default ``min(dim, 300)``), power iterations per pair (1000) or
+    ARPACK restarts (scipy's default).
+    """
+
+    method: str = "lanczos"
+    tol: float = 1e-5
+    max_iter: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise choice_error("method", self.method, METHODS)
+        if isinstance(self.tol, bool) or not isinstance(self.tol, (int, float)) or not self.tol >= 0:
+            raise UserError(f"tol must be a number >= 0, got {self.tol!r}")
+        if self.max_iter is not None:
+            _check_positive_int("max_iter", self.max_iter)
+
+
+@dataclass(frozen=True)
+class Eigenpairs:
+    """Eigenpairs with their accuracy: ``values`` (k,) float64 CPU, most extreme first;
+    ``vectors`` (k, dim) unit rows; ``residuals`` (k,) float64 CPU, ``||H v - theta v||``
+    measured with one extra product per pair (so it includes the roundoff of the products);
+    ``scale`` and ``tol`` of the stopping test; ``steps`` the solver's iterations.
+
+    Each ``theta`` lies within ``residual`` of an eigenvalue of ``H`` (true for any unit vector
+    of a symmetric matrix); for the ``j``-th largest (smallest) Ritz value of a Krylov method it
+    is also a lower (upper) bound of the ``j``-th largest (smallest) eigenvalue."""
+
+    values: Tensor
+    vectors: Tensor
+    residuals: Tensor
+    scale: float
+    tol: float
+    steps: int
+
+    @property
+    def converged(self) -> Tensor:
+        """(k,) bool: ``residual <= tol * scale``."""
+        return self.residuals <= self.tol * self.scale
+
+    @property
+    def all_converged(self) -> bool:
+        return bool(self.converged.all())
+
+    def shifted(self, by: float) -> Eigenpairs:
+        """The same pairs for ``H + by I`` (the residuals do not change)."""
+        return replace(self, values=self.values + by)
+
+
+def _residuals(mv: MatVec, values: Tensor, vectors: Tensor) -> Tensor:
+    """``||H v_i - theta_i v_i||`` by one product per pair (float64, CPU)."""
+    out = [float(torch.linalg.vector_norm(mv(v) - float(t) * v)) for t, v in zip(values, vectors)]
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def _finish(mv: MatVec, values: Tensor, vectors: Tensor, scale: float, tol: float, steps: int) -> Eigenpairs:
+    values = values.detach().to("cpu", torch.float64)
+    return Eigenpairs(values, vectors, _residuals(mv, values, vectors), float(scale), float(tol), int(steps))
+
+
+def _rayleigh_ritz(mv: MatVec, vectors: Tensor, scale: float, tol: float, steps: int) -> Eigenpairs:
+    """The Ritz pairs of ``span(vectors)`` (descending) with their residuals, by one product per
+    vector: the pairs found one at a time by deflation are made consistent with each other (their
+    residuals have no components inside the span left)."""
+    q = _orthonormal_rows(vectors).to(device=vectors.device, dtype=vectors.dtype)
+    hq = torch.stack([mv(v) for v in q])
+    theta, S = torch.linalg.eigh(((q @ hq.T + hq @ q.T) / 2).to("cpu", torch.float64))
+    order = torch.argsort(theta, descending=True)
+    theta, S = theta[order], S[:, order].to(device=q.device, dtype=q.dtype)
+    y, hy = S.T @ q, S.T @ hq
+    res = torch.linalg.vector_norm(hy - theta.to(device=q.device, dtype=q.dtype)[:, None] * y, dim=1)
+    return Eigenpairs(theta, y, res.detach().to("cpu", torch.float64), float(scale), float(tol), int(steps))
+
+
+def _lanczos_eigenpairs(mv: MatVec, dim: int, k: int, which: str, opts: SolverOptions,
+                        generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Eigenpairs:
+    """Ritz pairs of a growing Krylov space until ``||H y - theta y|| <= tol * max|theta|`` for all k.
 
     The residual of a Ritz pair ``(theta_i, y_i = Q^T s_i)`` is ``beta_last * |s_i[-1]|`` by the
     Lanczos relation (exact with full re-orthogonalisation), so checking costs no extra HVPs.
     """
     proc = _Lanczos(mv, _randn(dim, generator, device, dtype), dim, restart=True, generator=generator)
-    cap = min(dim, max(max_iter, k))  # at least k Ritz values are needed
+    cap = min(dim, max(opts.max_iter or min(dim, 300), k))  # at least k Ritz values are needed
     # The check is a tiny tridiagonal eigenproblem and costs no HVP, so check early and often:
     # every HVP saved is a full pass over the data.
     m = min(cap, max(k + 4, 8))
@@ -255,77 +337,75 @@ def _lanczos_eigenpairs(mv: MatVec, dim: int, k: int, which: str, tol: float, ma
         theta, S = torch.linalg.eigh(proc.tridiagonal())
         order = torch.argsort(theta, descending=(which == "LA"))[:k]
         theta_k, S_k = theta[order], S[:, order]
+        scale = float(theta.abs().max())
         residual = proc.beta_last * S_k[-1].abs()
-        done = proc.stopped or bool((residual <= tol * theta_k.abs()).all())
+        done = proc.stopped or bool((residual <= opts.tol * scale).all())
         if done or proc.steps >= cap:
             break
         m = min(cap, proc.steps + max(2, proc.steps // 8))
     if len(theta_k) < k:  # only when the process stopped before finding k Ritz values
         raise UserError(f"lanczos found only {len(theta_k)} eigenpairs for k={k}")
-    if not done:
-        warnings.warn(f"lanczos: eigenpairs not converged after {proc.steps} steps "
-                      f"(relative residuals {(residual / theta_k.abs()).tolist()}, tol={tol}); "
-                      "raise max_iter or tol", stacklevel=3)
     vecs = S_k.T.to(device=device, dtype=dtype) @ proc.Q
     vecs = vecs / torch.linalg.vector_norm(vecs, dim=1, keepdim=True)
-    return theta_k, vecs
+    return _finish(mv, theta_k, vecs, scale, opts.tol, proc.steps)
 
 
-def _eigsh_eigenpairs(mv: MatVec, dim: int, k: int, which: str, tol: float, max_iter: int | None,
-                      generator: torch.Generator | None, device: torch.device,
-                      dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def _eigsh_eigenpairs(mv: MatVec, dim: int, k: int, which: str, opts: SolverOptions,
+                      generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Eigenpairs:
     """ARPACK's implicitly restarted Lanczos (``scipy.sparse.linalg.eigsh``); ``which`` may be LM."""
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     if k >= dim:
         raise UserError(f"eigsh needs k < dim, got k={k} for dim={dim}; use method='lanczos'")
+    calls = [0]
 
     def np_mv(x: np.ndarray) -> np.ndarray:
+        calls[0] += 1
         v = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(-1)).to(device, dtype)
         return mv(v).to("cpu", torch.float64).numpy()
 
     op = LinearOperator((dim, dim), matvec=np_mv, rmatvec=np_mv, dtype=np.float64)
     v0 = _randn(dim, generator, torch.device("cpu"), torch.float64).numpy()
-    vals, vecs = eigsh(op, k=k, which=which, tol=tol, maxiter=max_iter, v0=v0)
+    vals, vecs = eigsh(op, k=k, which=which, tol=opts.tol, maxiter=opts.max_iter, v0=v0)
     key = -np.abs(vals) if which == "LM" else (-vals if which == "LA" else vals)
     order = np.argsort(key, kind="stable")
-    return (torch.from_numpy(vals[order].copy()),
-            torch.from_numpy(vecs[:, order].T.copy()).to(device=device, dtype=dtype))
+    values = torch.from_numpy(vals[order].copy())
+    vectors = torch.from_numpy(vecs[:, order].T.copy()).to(device=device, dtype=dtype)
+    return _finish(mv, values, vectors, float(values.abs().max()), opts.tol, calls[0])
 
 
-def _power(mv: MatVec, dim: int, *, shift: float, deflate: Tensor, tol: float, max_iter: int,
+def _power(mv: MatVec, dim: int, *, shift: float, deflate: Tensor, tol: float, scale: float, max_iter: int,
            generator: torch.Generator | None, device: torch.device,
-           dtype: torch.dtype) -> tuple[float, Tensor, bool]:
+           dtype: torch.dtype) -> tuple[float, Tensor, int]:
     """Power iteration on ``H + shift I`` restricted to the complement of ``deflate``'s rows.
 
     Returns the Rayleigh quotient of ``H`` (not of the shifted operator), the unit vector and
-    whether ``||P H v - lambda v|| <= tol |lambda|`` was reached, ``P`` the projector onto the
-    complement of ``deflate`` (the shift does not change the residual).  The residual is measured
-    for the deflated operator because the full one cannot fall below the residuals of the pairs
-    already found (``q . H v = (H q) . v``).  Deflating by projection (rather than Hotelling's
-    ``H - lambda q q^T``) keeps the iterate exactly in the complement, so found directions
-    cannot creep back.
+    the iterations used; it stops once ``||P H v - lambda v|| <= tol * max(scale, |lambda|)``,
+    ``P`` the projector onto the complement of ``deflate`` (the shift does not change the
+    residual).  The residual is measured for the deflated operator because the full one cannot
+    fall below the residuals of the pairs already found (``q . H v = (H q) . v``).  Deflating by
+    projection (rather than Hotelling's ``H - lambda q q^T``) keeps the iterate exactly in the
+    complement, so found directions cannot creep back.
     """
     v = _orthogonalize(_randn(dim, generator, device, dtype), deflate)
     v = v / torch.linalg.vector_norm(v)
     lam = 0.0
-    for _ in range(max_iter):
+    for it in range(1, max_iter + 1):
         w = _orthogonalize(mv(v), deflate)
         lam = float(v @ w)
         res = float(torch.linalg.vector_norm(w - lam * v))
-        if res <= tol * abs(lam):
-            return lam, v, True
+        if res <= tol * max(scale, abs(lam)):
+            return lam, v, it
         w = w + shift * v
         n = float(torch.linalg.vector_norm(w))
         if n == 0.0:  # v is an exact null vector of the shifted operator
-            return lam, v, res == 0.0
+            return lam, v, it
         v = w / n
-    return lam, v, False
+    return lam, v, max_iter
 
 
-def _power_eigenpairs(mv: MatVec, dim: int, k: int, tol: float, max_iter: int,
-                      generator: torch.Generator | None, device: torch.device,
-                      dtype: torch.dtype) -> tuple[list[float], list[Tensor], bool]:
+def _power_eigenpairs(mv: MatVec, dim: int, k: int, opts: SolverOptions, generator: torch.Generator | None,
+                      device: torch.device, dtype: torch.dtype) -> Eigenpairs:
     """The k largest algebraic eigenpairs by power iteration with deflation.
 
     Plain power iteration finds the eigenvalue of largest magnitude, which may be the most
@@ -337,59 +417,49 @@ def _power_eigenpairs(mv: MatVec, dim: int, k: int, tol: float, max_iter: int,
     ones of ``H``.  No shift is used when ``H`` is already PSD, which keeps convergence fastest.
     """
     empty = torch.empty(0, dim, device=device, dtype=dtype)
-    kw = dict(tol=tol, max_iter=max_iter, generator=generator, device=device, dtype=dtype)
-    mu, v, converged = _power(mv, dim, shift=0.0, deflate=empty, **kw)
-    all_conv = converged
+    max_iter = opts.max_iter or 1000
+    kw = dict(tol=opts.tol, max_iter=max_iter, generator=generator, device=device, dtype=dtype)
+    mu, v, steps = _power(mv, dim, shift=0.0, deflate=empty, scale=0.0, **kw)
+    scale = abs(mu)
     vals: list[float] = []
     vecs: list[Tensor] = []
     if mu >= 0:
         vals, vecs = [mu], [v]
-        if k == 1:
-            return vals, vecs, all_conv
-        nu, _, conv_min = _power(lambda x: mv(x) - mu * x, dim, shift=0.0, deflate=empty, **kw)
-        all_conv = all_conv and conv_min
-        shift = max(0.0, -(nu + mu))
+        if k > 1:
+            nu, _, it = _power(lambda x: mv(x) - mu * x, dim, shift=0.0, deflate=empty, scale=0.0, **kw)
+            steps += it
+            scale = max(scale, abs(nu + mu))
+            shift = max(0.0, -(nu + mu))
     else:
         shift = -mu
     while len(vals) < k:
         basis = torch.stack(vecs) if vecs else empty
-        lam, v, converged = _power(mv, dim, shift=shift, deflate=basis, **kw)
-        all_conv = all_conv and converged
+        lam, v, it = _power(mv, dim, shift=shift, deflate=basis, scale=scale, **kw)
+        steps += it
         vals.append(lam)
         vecs.append(v)
-    return vals, vecs, all_conv
+    return _rayleigh_ritz(mv, torch.stack(vecs), scale, opts.tol, steps)
 
 
-def top_eigenpairs(
-    matvec: MatVec,
-    dim: int,
-    k: int,
-    *,
-    which: str = "LA",
-    method: str = "lanczos",
-    tol: float = 1e-6,
-    max_iter: int | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float64,
-) -> tuple[Tensor, Tensor]:
-    """The ``k`` largest (``which="LA"``) or smallest (``"SA"``) eigenpairs of ``H``.
+def top_eigenpairs(matvec: MatVec, dim: int, k: int, *, which: str = "LA", options: SolverOptions = SolverOptions(),
+                   generator: torch.Generator | None = None, device: torch.device | str | None = None,
+                   dtype: torch.dtype = torch.float64) -> Eigenpairs:
+    """The ``k`` largest (``which="LA"``) or smallest (``"SA"``) eigenpairs of ``H``, with residuals.
 
-    Methods:
+    Methods (``options.method``):
         ``"lanczos"``: our Lanczos with full re-orthogonalisation; the Krylov space grows until
-            every wanted Ritz pair has ``||H y - theta y|| <= tol * |theta|`` or it reaches
+            every wanted Ritz pair has ``||H y - theta y|| <= tol * max|theta|`` or it reaches
             ``max_iter`` steps (default ``min(dim, 300)``).
         ``"eigsh"``: ``scipy.sparse.linalg.eigsh`` on a LinearOperator (ARPACK's relative
             eigenvalue accuracy ``tol``; ``max_iter`` restarts, scipy's default if ``None``).
         ``"power"``: power iteration with deflation and the shift trick for negative
             eigenvalues (see ``_power_eigenpairs``); ``SA`` runs it on ``-H``.  Each pair
-            iterates until ``||H v - lambda v|| <= tol * |lambda|`` (``H`` deflated by the pairs
-            already found) or ``max_iter`` (default 1000) iterations.  Converges slowly when
-            eigenvalues are close (the rate is the ratio of consecutive shifted eigenvalues).
+            iterates until its deflated residual is ``<= tol * scale`` or ``max_iter`` (default
+            1000) iterations.  Converges slowly when eigenvalues are close.
 
-    A warning (not an error) reports pairs that did not reach ``tol``.  Returns
-    ``(eigvals (k,) float64 CPU, eigvecs (k, dim) in dtype on device)``, most extreme first
-    (descending for LA, ascending for SA), eigenvectors unit-norm with arbitrary sign.
+    Every method ends with one product per pair to measure the true residuals; ``converged``
+    of the result says which pairs met ``tol`` (nothing is raised or warned: the caller reports
+    it).  Eigenvectors are unit-norm with arbitrary sign, most extreme pair first.
     """
     _check_positive_int("dim", dim)
     _check_positive_int("k", k)
@@ -397,92 +467,74 @@ def top_eigenpairs(
         raise UserError(f"k={k} exceeds the dimension {dim}")
     if which not in WHICH:
         raise choice_error("which", which, WHICH)
-    if method not in METHODS:
-        raise choice_error("method", method, METHODS)
-    if not (isinstance(tol, (int, float)) and tol >= 0):
-        raise UserError(f"tol must be a number >= 0, got {tol!r}")
-    if max_iter is not None:
-        _check_positive_int("max_iter", max_iter)
+    if not isinstance(options, SolverOptions):
+        raise UserError(f"options must be a SolverOptions, got {type(options).__name__}")
+    mv, dev, dtype = _operator(matvec, dim, device, dtype)
+    if options.method == "lanczos":
+        return _lanczos_eigenpairs(mv, dim, k, which, options, generator, dev, dtype)
+    if options.method == "eigsh":
+        return _eigsh_eigenpairs(mv, dim, k, which, options, generator, dev, dtype)
+    sign = 1.0 if which == "LA" else -1.0
+    res = _power_eigenpairs(lambda x: sign * mv(x), dim, k, options, generator, dev, dtype)
+    return replace(res, values=sign * res.values)
+
+
+def bottom_eigenpairs(matvec: MatVec, dim: int, k: int, lambda_max: float, *, options: SolverOptions = SolverOptions(),
+                      generator: torch.Generator | None = None, device: torch.device | str | None = None,
+                      dtype: torch.dtype = torch.float64) -> Eigenpairs:
+    """The ``k`` smallest eigenpairs of ``H`` (ascending), found on ``H - lambda_max I``.
+
+    The shift leaves eigenvectors and residuals unchanged and makes every eigenvalue ``<= 0``, so
+    the wanted ones are the largest in magnitude: power iteration converges to them and ARPACK
+    runs in its fast ``LM`` mode; for Lanczos the Krylov space is the same as for ``H``.  The
+    stopping test ``residual <= tol * scale`` is then on the spread ``lambda_max - lambda_min``:
+    at a trained minimum the smallest eigenvalues form a dense cluster near zero (gaps of
+    ~1e-5 ``lambda_max``), and only a residual below those gaps orders them correctly - hence the
+    small default ``tol`` of ``task=hessian``.
+    """
     mv, dev, dtype = _operator(matvec, dim, device, dtype)
 
-    if method == "lanczos":
-        return _lanczos_eigenpairs(mv, dim, k, which, tol, max_iter or min(dim, 300),
-                                   generator, dev, dtype)
-    if method == "eigsh":
-        return _eigsh_eigenpairs(mv, dim, k, which, tol, max_iter, generator, dev, dtype)
-    sign = 1.0 if which == "LA" else -1.0
-    vals, vecs, converged = _power_eigenpairs(lambda x: sign * mv(x), dim, k, tol, max_iter or 1000,
-                                              generator, dev, dtype)
-    if not converged:
-        warnings.warn(f"power iteration: not all of the {k} eigenpairs reached tol={tol} within "
-                      f"{max_iter or 1000} iterations; raise max_iter or tol", stacklevel=2)
-    return torch.tensor([sign * x for x in vals], dtype=torch.float64), torch.stack(vecs)
+    def shifted(v: Tensor) -> Tensor:
+        return mv(v) - lambda_max * v.to(device=dev, dtype=dtype)
+
+    if options.method == "eigsh":
+        if k >= dim:
+            raise UserError(f"eigsh needs k < dim, got k={k} for dim={dim}; use method='lanczos'")
+        res = _eigsh_eigenpairs(shifted, dim, k, "LM", options, generator, dev, dtype)
+    else:
+        res = top_eigenpairs(shifted, dim, k, which="SA", options=options, generator=generator, device=dev, dtype=dtype)
+    return res.shifted(lambda_max)
 
 
-def extreme_eigenvalues(
-    matvec: MatVec,
-    dim: int,
-    *,
-    method: str = "lanczos",
-    min_method: str = "shift",
-    tol: float = 1e-6,
-    max_iter: int | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float64,
-) -> tuple[float, float]:
-    """``(lambda_max, lambda_min)`` of ``H`` (Section 6 of Li et al. maps ``|lambda_min / lambda_max|``).
+def extreme_eigenvalues(matvec: MatVec, dim: int, *, options: SolverOptions = SolverOptions(), min_method: str = "shift",
+                        generator: torch.Generator | None = None, device: torch.device | str | None = None,
+                        dtype: torch.dtype = torch.float64) -> tuple[Eigenpairs, Eigenpairs]:
+    """The pairs of ``lambda_max`` and ``lambda_min`` (Section 6 of Li et al. maps ``|lambda_min / lambda_max|``).
 
     ``lambda_max`` comes from :func:`top_eigenpairs` (``LA``).  With ``min_method="shift"`` (the
-    original tool's ``plot_hessian_eigen.py``), ``lambda_min = mu + lambda_max`` where ``mu`` is
-    the eigenvalue of largest magnitude of ``H - lambda_max I`` (all of whose eigenvalues are
-    <= 0): found by eigsh ``LM``, by power iteration, or by Lanczos ``SA``.  The tolerance then
-    applies relative to ``lambda_max - lambda_min``, so a ``lambda_min`` near zero (a nearly
-    convex point) is still found quickly.  ``min_method="direct"`` asks for ``SA`` on ``H``.
+    original tool's ``plot_hessian_eigen.py``) ``lambda_min`` comes from
+    :func:`bottom_eigenpairs`, so the tolerance applies relative to ``lambda_max - lambda_min``
+    and a ``lambda_min`` near zero (a nearly convex point) is still found quickly.
+    ``min_method="direct"`` asks for ``SA`` on ``H``.
     """
     if min_method not in MIN_METHODS:
         raise choice_error("min_method", min_method, MIN_METHODS)
     _check_positive_int("dim", dim)
-    mv, dev, dtype = _operator(matvec, dim, device, dtype)
-    kw = dict(method=method, tol=tol, max_iter=max_iter, generator=generator, device=dev, dtype=dtype)
-    vals, _ = top_eigenpairs(matvec, dim, 1, which="LA", **kw)
-    lam_max = float(vals[0])
+    kw = dict(options=options, generator=generator, device=device, dtype=dtype)
+    top = top_eigenpairs(matvec, dim, 1, which="LA", **kw)
     if min_method == "direct":
-        vals, _ = top_eigenpairs(matvec, dim, 1, which="SA", **kw)
-        return lam_max, float(vals[0])
-
-    def shifted(v: Tensor) -> Tensor:
-        return mv(v) - lam_max * v.to(device=dev, dtype=dtype)
-
-    if method == "eigsh":
-        if dim < 2:
-            return lam_max, lam_max
-        mu_t, _ = _eigsh_eigenpairs(shifted, dim, 1, "LM", tol, max_iter, generator, dev, dtype)
-        mu = float(mu_t[0])
-    elif method == "power":
-        empty = torch.empty(0, dim, device=dev, dtype=dtype)
-        mu, _, converged = _power(shifted, dim, shift=0.0, deflate=empty, tol=tol,
-                                  max_iter=max_iter or 1000, generator=generator, device=dev, dtype=dtype)
-        if not converged:
-            warnings.warn(f"power iteration for lambda_min did not reach tol={tol}", stacklevel=2)
-    else:
-        mu_t, _ = top_eigenpairs(shifted, dim, 1, which="SA", **kw)
-        mu = float(mu_t[0])
-    return lam_max, mu + lam_max
+        return top, top_eigenpairs(matvec, dim, 1, which="SA", **kw)
+    if dim < 2:
+        return top, top
+    return top, bottom_eigenpairs(matvec, dim, 1, float(top.values[0]), **kw)
 
 
 # ----------------------------------------------------------------------------- trace and density
 
 
-def hutchinson_trace(
-    matvec: MatVec,
-    dim: int,
-    num_probes: int,
-    *,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float64,
-) -> tuple[float, float, Tensor]:
+def hutchinson_trace(matvec: MatVec, dim: int, num_probes: int, *, generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None,
+                     dtype: torch.dtype = torch.float64) -> tuple[float, float, Tensor]:
     """Hutchinson's estimate of ``tr(H)`` from ``num_probes`` Rademacher probes ``z``.
 
     Each sample is ``z . H z`` (unbiased; variance ``2 sum_{i != j} H_ij^2``).  Returns
@@ -513,6 +565,14 @@ def gaussian_density(nodes: Tensor, weights: Tensor, grid: Tensor, sigma: float)
     return out
 
 
+class SLQDensity(NamedTuple):
+    grid: Tensor
+    density: Tensor
+    nodes: Tensor
+    weights: Tensor
+    probe: Tensor
+
+
 def slq_density(
     matvec: MatVec,
     dim: int,
@@ -526,7 +586,7 @@ def slq_density(
     num_points: int = 1000,
     probe: str = "gaussian",
     dtype: torch.dtype = torch.float64,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> SLQDensity:
     """Spectral density of ``H`` by stochastic Lanczos quadrature (Ghorbani et al. 2019).
 
     For each probe ``v`` (unit norm; Gaussian or Rademacher direction, so ``E[v v^T] = I/dim``)
@@ -540,8 +600,9 @@ def slq_density(
     widened to at least two grid spacings so the kernel is resolved on the grid; ``grid`` =
     ``num_points`` equally spaced points over the nodes padded by ``max(5 sigma, 2% width)``.
 
-    Returns ``(grid, density, nodes, weights)``: float64 CPU tensors; ``nodes``/``weights``
-    concatenate all probes, with weights divided by ``num_probes`` so they sum to one.
+    Returns ``SLQDensity(grid, density, nodes, weights, probe)``: float64 CPU tensors;
+    ``nodes``/``weights`` concatenate all probes, with weights divided by ``num_probes`` so they
+    sum to one, and ``probe`` (int64) says which probe each node came from.
     """
     _check_positive_int("dim", dim)
     _check_positive_int("num_probes", num_probes)
@@ -558,14 +619,15 @@ def slq_density(
     dtype = _check_dtype(dtype)
     dev = _resolve_device(device, matvec)
 
-    all_nodes, all_weights = [], []
-    for _ in range(num_probes):
+    all_nodes, all_weights, all_probes = [], [], []
+    for p in range(num_probes):
         v = (_randn if probe == "gaussian" else _rademacher)(dim, generator, dev, dtype)
         alpha, beta, _ = lanczos(matvec, dim, num_iters, device=dev, dtype=dtype, v0=v)
         T = torch.diag(alpha) + torch.diag(beta, 1) + torch.diag(beta, -1)
         theta, S = torch.linalg.eigh(T)
         all_nodes.append(theta)
         all_weights.append(S[0] ** 2 / num_probes)
+        all_probes.append(torch.full((len(theta),), p, dtype=torch.int64))
     nodes, weights = torch.cat(all_nodes), torch.cat(all_weights)
 
     width = float(nodes.max() - nodes.min())
@@ -584,4 +646,90 @@ def slq_density(
     if not total > 0:
         raise UserError(f"the grid [{float(grid[0])}, {float(grid[-1])}] holds no density mass; "
                         f"widen it to cover the nodes [{float(nodes.min())}, {float(nodes.max())}]")
-    return grid, density / total, nodes, weights
+    return SLQDensity(grid, density / total, nodes, weights, torch.cat(all_probes))
+
+
+# ----------------------------------------------------------------------------- bulk and outliers, subspaces
+
+BULK_WIDTH = 0.02  # kernel width of the bulk/outlier split, as a fraction of the spectrum's span
+BULK_COUNT = 8.0  # eigenvalues within about one kernel width that make a point part of the bulk
+BULK_RULE = (f"bulk edge = largest t with dim * sum_j w_j exp(-(t - node_j)^2 / (2 sigma^2)) >= {BULK_COUNT:g} over the "
+             f"SLQ nodes node_j and weights w_j (about {BULK_COUNT:g} eigenvalues within one kernel width), sigma = "
+             f"{BULK_WIDTH:g} x the span of the nodes; outliers = Ritz values above the edge, median over probes")
+
+
+@dataclass(frozen=True)
+class BulkSplit:
+    """Where the bulk of a spectrum ends and how many outlier eigenvalues lie above it."""
+
+    edge: float  # the bulk's upper edge (NaN when nothing is dense enough to be a bulk)
+    num_outliers: int  # median over probes of the Ritz values above the edge
+    per_probe: tuple[int, ...]
+    width: float  # the kernel width sigma
+    min_count: float
+
+    @property
+    def rule(self) -> str:
+        if self.min_count == BULK_COUNT:
+            return f"{BULK_RULE} (here sigma = {self.width:.4g})"
+        return f"{BULK_RULE.replace(f'>= {BULK_COUNT:g}', f'>= {self.min_count:g}')} (here sigma = {self.width:.4g})"
+
+
+def bulk_split(nodes: Tensor, weights: Tensor, dim: int, *, probe: Tensor | None = None, width_frac: float = BULK_WIDTH,
+               min_count: float = BULK_COUNT, num_points: int = 4001) -> BulkSplit:
+    """Split a spectrum into a bulk and outliers (Sagun et al. 2017; Papyan 2019) from SLQ nodes.
+
+    ``n(t) = dim * sum_j w_j exp(-(t - node_j)^2 / (2 sigma^2))`` counts the eigenvalues within
+    about one kernel width ``sigma = width_frac * span(nodes)`` of ``t`` (each quadrature weight
+    stands for ``w_j * dim`` eigenvalues).  The bulk's upper edge is the largest ``t`` where
+    ``n(t) >= min_count``: an isolated eigenvalue, even with a quadrature weight several times
+    its share, stays below the count, while the bulk exceeds it by orders of magnitude.  The
+    number of outliers is the number of Ritz values above the edge in each probe's Lanczos run
+    (top eigenvalues converge first, so each is one eigenvalue), the median over probes.
+    ``probe`` gives each node's probe (``None``: one probe).  For an exact spectrum pass the
+    eigenvalues as nodes with weights ``1/dim``.
+    """
+    _check_positive_int("dim", dim)
+    x = nodes.detach().to("cpu", torch.float64).reshape(-1)
+    w = weights.detach().to("cpu", torch.float64).reshape(-1)
+    if x.numel() == 0 or x.shape != w.shape:
+        raise UserError(f"bulk_split needs nodes and weights of one shape, got {tuple(x.shape)} and {tuple(w.shape)}")
+    ids = torch.zeros(x.numel(), dtype=torch.int64) if probe is None else probe.detach().to("cpu").reshape(-1)
+    span = float(x.max() - x.min())
+    sigma = width_frac * span if span > 0 else 1.0
+    t = torch.linspace(float(x.min()), float(x.max()), num_points, dtype=torch.float64)
+    count = torch.zeros_like(t)
+    for start in range(0, x.numel(), 2048):  # chunks bound the (grid x nodes) memory
+        d = (t[:, None] - x[None, start:start + 2048]) / sigma
+        count += torch.exp(-0.5 * d * d) @ w[start:start + 2048]
+    dense = torch.nonzero(count * dim >= min_count).reshape(-1)
+    if dense.numel() == 0:
+        return BulkSplit(math.nan, 0, (), sigma, min_count)
+    edge = float(t[int(dense.max())])
+    per = tuple(int((x[ids == p] > edge).sum()) for p in torch.unique(ids).tolist())
+    return BulkSplit(edge, int(np.median(per)), per, sigma, min_count)
+
+
+def _orthonormal_rows(a: Tensor) -> Tensor:
+    q, _ = torch.linalg.qr(a.detach().to("cpu", torch.float64).T)
+    return q.T
+
+
+def subspace_overlap(a: Tensor, b: Tensor) -> float:
+    """``||A B^T||_F^2 / k`` for the row spaces of ``a`` and ``b`` (each re-orthonormalised, k =
+    the smaller number of rows): 1 for the same subspace, about ``k / dim`` for random ones
+    (Gur-Ari et al. 2018's overlap of top-k Hessian subspaces)."""
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or min(a.shape[0], b.shape[0]) == 0:
+        raise UserError(f"subspace_overlap needs two (k, dim) matrices, got {tuple(a.shape)} and {tuple(b.shape)}")
+    qa, qb = _orthonormal_rows(a), _orthonormal_rows(b)
+    return float((qa @ qb.T).pow(2).sum()) / min(qa.shape[0], qb.shape[0])
+
+
+def fraction_in_subspace(g: Tensor, basis: Tensor) -> float:
+    """``||P g||^2 / ||g||^2`` with ``P`` the projector onto the row space of ``basis`` (NaN for
+    ``g = 0``): the part of the gradient in the top-k Hessian subspace (Gur-Ari et al. 2018)."""
+    if g.dim() != 1 or basis.dim() != 2 or basis.shape[1] != g.numel():
+        raise UserError(f"fraction_in_subspace needs g (dim,) and basis (k, dim), got {tuple(g.shape)} and {tuple(basis.shape)}")
+    g64 = g.detach().to("cpu", torch.float64)
+    total = float(g64 @ g64)
+    return float((_orthonormal_rows(basis) @ g64).pow(2).sum()) / total if total > 0 else math.nan

@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,8 +33,8 @@ from landscape_exp import spectral
 from landscape_exp.data import DeviceData
 from landscape_exp.directions import Direction, check_ignore
 from landscape_exp.errors import UserError, choice_error
-from landscape_exp.evaluation import LOSSES, evaluate, mean_loss_fn
-from landscape_exp.hvp import HessianOperator
+from landscape_exp.evaluation import LOSSES, evaluate, mean_loss_fn, summed_loss_per_sample
+from landscape_exp.hvp import CURVATURES, FisherOperator, GaussNewtonOperator, HessianOperator
 from landscape_exp.precision import Precision, precision_context
 from landscape_exp.surface.weight_space import WeightSpace
 
@@ -107,16 +107,27 @@ def sample_subset(n: int, num_samples: int | None, seed: int) -> Tensor:
 
 
 def make_operator(model: nn.Module, selection: ParamSelection, data: DeviceData, *, loss: str = "crossentropy",
-                  batch_size: int = 256) -> HessianOperator:
-    """The Hessian of the mean ``loss`` over all of ``data`` w.r.t. the selected parameters.
+                  batch_size: int = 256, curvature: str = "hessian", params: Sequence[nn.Parameter] | None = None
+                  ) -> HessianOperator:
+    """The curvature of the mean ``loss`` over all of ``data`` w.r.t. the selected parameters:
+    the Hessian, the generalized Gauss-Newton matrix (``ggn``) or the empirical Fisher (``fisher``).
 
-    The model must be in eval mode (BatchNorm with running statistics: the Hessian of a fixed
+    ``params`` (a subset of the selection's) restricts the operator to a diagonal block.  The
+    model must be in eval mode (BatchNorm with running statistics: the Hessian of a fixed
     function, independent of the batching)."""
     if loss not in LOSSES:
         raise choice_error("loss", loss, LOSSES)
+    if curvature not in CURVATURES:
+        raise choice_error("hessian.curvature", curvature, CURVATURES)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"hessian.batch_size={batch_size!r} must be a positive integer")
-    return HessianOperator(model, list(selection.params), lambda: data.batches(batch_size), mean_loss_fn(loss), len(data))
+    args = (model, list(params if params is not None else selection.params), lambda: data.batches(batch_size),
+            mean_loss_fn(loss), len(data))
+    if curvature == "ggn":
+        return GaussNewtonOperator(*args)
+    if curvature == "fisher":
+        return FisherOperator(*args, lambda logits, targets: summed_loss_per_sample(logits, targets, loss))
+    return HessianOperator(*args)
 
 
 @contextlib.contextmanager
@@ -133,21 +144,30 @@ def fp32(device: torch.device) -> Iterator[None]:
 class SpectrumSettings:
     """What :func:`spectrum_report` computes and how hard it tries.
 
-    ``tol`` is the relative residual ``||H v - lambda v|| <= tol |lambda|`` of the Lanczos and
-    power methods (ARPACK's relative accuracy for ``eigsh``); ``max_iter`` caps Lanczos steps
-    (default ``min(dim, 300)``), power iterations per pair (1000) or ARPACK restarts.
-    ``trace_probes=0`` skips the trace, ``density_probes=0`` the density.
+    ``tol``: a pair has converged when ``||H v - lambda v|| <= tol * ||H||`` (``||H||`` estimated
+    by the largest Ritz value in magnitude; for the bottom pairs, solved on ``H - lambda_max I``,
+    the spread ``lambda_max - lambda_min``); ARPACK's relative accuracy for ``eigsh``.
+    ``max_iter`` caps Lanczos steps (default ``min(dim, 300)``), power iterations per pair
+    (1000) or ARPACK restarts.  ``trace_probes=0`` skips the trace, ``density_probes=0`` the
+    density, ``bottom=False`` the bottom pairs; ``blocks=n > 0`` adds the top-n eigenpairs
+    and the smallest eigenpair of each layer's diagonal block.
     """
 
     k: int = 5
     method: str = "lanczos"
-    tol: float = 1e-4
+    tol: float = 1e-5
     max_iter: int | None = None
     trace_probes: int = 50
     density_probes: int = 3
     density_iters: int = 80
     density_points: int = 1000
     seed: int = 0
+    bottom: bool = True
+    blocks: int = 0
+
+    @property
+    def solver(self) -> spectral.SolverOptions:
+        return spectral.SolverOptions(self.method, self.tol, self.max_iter)
 
     def __post_init__(self) -> None:
         def pos_int(name: str, v: object, zero_ok: bool = False) -> None:
@@ -170,16 +190,41 @@ class SpectrumSettings:
         if self.density_points < 2:
             raise UserError(f"hessian.density.num_points={self.density_points} must be >= 2")
         pos_int("seed", self.seed, zero_ok=True)
+        pos_int("blocks", self.blocks, zero_ok=True)
+
+
+@dataclass(frozen=True)
+class PairSet:
+    """Eigenpairs as stored: values float64 numpy (most extreme first), vectors float32 CPU with
+    a canonical sign, residuals ``||H v - lambda v||`` float64 numpy, and the stopping test
+    ``residual <= tol * scale`` they were held to."""
+
+    values: np.ndarray
+    vectors: Tensor
+    residuals: np.ndarray
+    scale: float
+    tol: float
+
+    @classmethod
+    def of(cls, pairs: spectral.Eigenpairs) -> PairSet:
+        return cls(pairs.values.double().numpy(), canonical_sign(pairs.vectors).float().cpu(),
+                   pairs.residuals.double().numpy(), pairs.scale, pairs.tol)
+
+    @classmethod
+    def empty(cls, dim: int) -> PairSet:
+        return cls(np.zeros(0), torch.zeros(0, dim), np.zeros(0), math.nan, math.nan)
+
+    @property
+    def converged(self) -> np.ndarray:
+        return self.residuals <= self.tol * self.scale
 
 
 @dataclass
 class SpectrumReport:
-    """Eigenpairs, trace and density of one Hessian (values float64 numpy, vectors float32 CPU)."""
+    """Eigenpairs, trace and density of one Hessian (or GGN / Fisher)."""
 
-    top_values: np.ndarray  # (k,) descending
-    top_vectors: Tensor  # (k, dim) unit rows
-    bottom_values: np.ndarray  # (k,) ascending (the most negative first)
-    bottom_vectors: Tensor
+    top: PairSet
+    bottom: PairSet  # ascending: the most negative first
     trace: float = math.nan
     trace_stderr: float = math.nan
     trace_samples: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -187,20 +232,78 @@ class SpectrumReport:
     density: np.ndarray = field(default_factory=lambda: np.zeros(0))
     slq_nodes: np.ndarray = field(default_factory=lambda: np.zeros(0))
     slq_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    bulk: spectral.BulkSplit | None = None
+    blocks: list[BlockSpectrum] = field(default_factory=list)
     num_hvp: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def lambda_max(self) -> float:
-        return float(self.top_values[0])
+        return float(self.top.values[0])
 
     @property
     def lambda_min(self) -> float:
-        return float(self.bottom_values[0])
+        return float(self.bottom.values[0]) if len(self.bottom.values) else math.nan
 
     @property
     def ratio(self) -> float:
         return eigen_ratio(self.lambda_min, self.lambda_max)
+
+    def convergence(self) -> Convergence:
+        sets = {"top": self.top, "bottom": self.bottom, **{f"block {b.name} top": b.top for b in self.blocks},
+                **{f"block {b.name} bottom": b.bottom for b in self.blocks}}
+        return Convergence.of(sets, self.lambda_max)
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """How many of a result's eigenpairs met their stopping test, and the worst residual."""
+
+    num_pairs: int
+    num_unconverged: int
+    unconverged: tuple[str, ...]  # "top 3", "bottom 1", ... (1-based)
+    max_residual: float  # the largest ||H v - lambda v||
+    max_relative: float  # ... divided by |lambda_max|
+    tol: float
+
+    @classmethod
+    def of(cls, sets: Mapping[str, PairSet], lambda_max: float) -> Convergence:
+        bad = tuple(f"{name} {i + 1}" for name, ps in sets.items() for i in np.nonzero(~ps.converged)[0])
+        res = np.concatenate([ps.residuals for ps in sets.values()] or [np.zeros(0)])
+        worst = float(res.max()) if res.size else 0.0
+        tols = [ps.tol for ps in sets.values() if len(ps.values)]
+        return cls(int(res.size), len(bad), bad, worst, worst / abs(lambda_max) if lambda_max else math.nan,
+                   float(max(tols)) if tols else math.nan)
+
+    @property
+    def converged(self) -> bool:
+        return self.num_unconverged == 0
+
+    def line(self) -> str:
+        """One line for the job's output."""
+        if self.converged:
+            return (f"all {self.num_pairs} eigenpairs converged (largest residual ||Hv - lambda v|| = "
+                    f"{self.max_residual:.2g} = {self.max_relative:.2g} lambda_max, tol {self.tol:g})")
+        shown = ", ".join(self.unconverged[:6]) + (", ..." if len(self.unconverged) > 6 else "")
+        return (f"WARNING: {self.num_unconverged} of {self.num_pairs} eigenpairs did NOT converge ({shown}; "
+                f"largest residual {self.max_relative:.2g} lambda_max > tol {self.tol:g}): each such value is only "
+                "known to within its residual; raise hessian.max_iter")
+
+    def summary(self) -> dict[str, Any]:
+        return {"converged": self.converged, "unconverged_pairs": list(self.unconverged),
+                "max_residual": self.max_residual, "max_residual_relative": self.max_relative}
+
+
+@dataclass(frozen=True)
+class BlockSpectrum:
+    """The top eigenpairs and the smallest one of a diagonal block of the curvature (one layer)."""
+
+    name: str
+    param_names: tuple[str, ...]
+    dim: int
+    top: PairSet
+    bottom: PairSet
+    num_hvp: int
 
 
 def eigen_ratio(lambda_min: float, lambda_max: float) -> float:
@@ -222,28 +325,51 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
-def bottom_eigenpairs(matvec: spectral.MatVec, dim: int, k: int, lambda_max: float, *, method: str = "lanczos",
-                      tol: float = 1e-4, max_iter: int | None = None, generator: torch.Generator | None = None,
-                      device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """The ``k`` smallest eigenpairs of ``H`` (ascending), found on ``H - lambda_max I``.
-
-    The shift leaves eigenvectors unchanged and makes every eigenvalue ``<= 0``, so the wanted
-    ones are the largest in magnitude: power iteration then converges to them, and the relative
-    stopping tests (``tol * |theta|``) refer to the spread of the spectrum instead of to the
-    eigenvalue itself, which is near zero for a trained network and would otherwise never be met.
-    """
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-
-    def shifted(v: Tensor) -> Tensor:
-        return matvec(v).to(device=dev, dtype=torch.float64) - lambda_max * v.to(device=dev, dtype=torch.float64)
-
-    vals, vecs = spectral.top_eigenpairs(shifted, dim, k, which="SA", method=method, tol=tol, max_iter=max_iter,
-                                         generator=generator, device=dev)
-    return vals + lambda_max, vecs
+@contextlib.contextmanager
+def _stage(op: HessianOperator, name: str, num_hvp: dict[str, int], seconds: dict[str, float]) -> Iterator[None]:
+    """Count the HVPs and time of one stage of a report into ``num_hvp``/``seconds``."""
+    n0, t0 = op.num_hvp, time.perf_counter()
+    yield
+    _sync(op.device)
+    num_hvp[name], seconds[name] = op.num_hvp - n0, time.perf_counter() - t0
 
 
-def spectrum_report(op: HessianOperator, settings: SpectrumSettings) -> SpectrumReport:
-    """Top-k and bottom-k eigenpairs, Hutchinson trace and SLQ density of ``op``'s Hessian.
+def layer_blocks(selection: ParamSelection) -> list[tuple[str, list[int]]]:
+    """The selected tensors grouped by the module they belong to (``fc1.weight`` and
+    ``fc1.bias`` form block ``fc1``), in order: ``[(name, positions in selection.params)]``."""
+    out: dict[str, list[int]] = {}
+    for i, n in enumerate(selection.names):
+        out.setdefault(n.rsplit(".", 1)[0] if "." in n else n, []).append(i)
+    return list(out.items())
+
+
+def block_spectra(selection: ParamSelection, make: Any, settings: SpectrumSettings, num_hvp: dict[str, int],
+                  seconds: dict[str, float]) -> list[BlockSpectrum]:
+    """Per layer: the top-``settings.blocks`` eigenpairs and (``settings.bottom``) the smallest
+    eigenpair of the diagonal block of the curvature for that layer's selected tensors.
+    ``make(params)`` builds the block's operator (the same curvature, data and batching as the
+    whole one); HVPs and seconds go to ``num_hvp``/``seconds`` as ``"block <name>"``."""
+    out = []
+    for j, (name, idx) in enumerate(layer_blocks(selection)):
+        bop = make([selection.params[i] for i in idx])
+        kw = dict(options=settings.solver, device=bop.device)
+        bottom = PairSet.empty(bop.dim)
+        with _stage(bop, f"block {name}", num_hvp, seconds):
+            top = spectral.top_eigenpairs(bop.matvec, bop.dim, min(settings.blocks, bop.dim),
+                                          generator=_generator(settings.seed + 10 + j), **kw)
+            if settings.bottom and bop.dim > 1:
+                bottom = PairSet.of(spectral.bottom_eigenpairs(bop.matvec, bop.dim, 1, float(top.values[0]),
+                                                               generator=_generator(settings.seed + 10 + j), **kw))
+        out.append(BlockSpectrum(name, tuple(selection.names[i] for i in idx), bop.dim, PairSet.of(top), bottom,
+                                 bop.num_hvp))
+    return out
+
+
+def spectrum_report(op: HessianOperator, settings: SpectrumSettings, *, selection: ParamSelection | None = None,
+                    make_block: Any = None) -> SpectrumReport:
+    """Top-k and bottom-k eigenpairs with residuals, Hutchinson trace, SLQ density with its bulk
+    edge and outliers, and (``settings.blocks > 0``, given ``selection`` and ``make_block``) the
+    per-layer block spectra of ``op``'s curvature.
 
     Each stage draws from its own generator (seeds ``seed``, ``seed+1``, ... ), so changing ``k``
     does not change the trace probes.  HVP counts and wall times are recorded per stage.
@@ -253,70 +379,150 @@ def spectrum_report(op: HessianOperator, settings: SpectrumSettings) -> Spectrum
         raise UserError(f"hessian.k={s.k} exceeds the number of parameters the Hessian acts on ({dim})")
     num_hvp: dict[str, int] = {}
     seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def stage(name: str) -> Iterator[None]:
-        n0, t0 = op.num_hvp, time.perf_counter()
-        yield
-        _sync(dev)
-        num_hvp[name], seconds[name] = op.num_hvp - n0, time.perf_counter() - t0
-
-    kw = dict(method=s.method, tol=s.tol, max_iter=s.max_iter, device=dev)
+    kw = dict(options=s.solver, device=dev)
     with fp32(dev):
-        with stage("top"):
-            top_vals, top_vecs = spectral.top_eigenpairs(op.matvec, dim, s.k, which="LA", generator=_generator(s.seed), **kw)
-        with stage("bottom"):
-            bot_vals, bot_vecs = bottom_eigenpairs(op.matvec, dim, s.k, float(top_vals[0]), generator=_generator(s.seed + 1), **kw)
-        report = SpectrumReport(
-            top_vals.double().numpy(), canonical_sign(top_vecs).float().cpu(),
-            bot_vals.double().numpy(), canonical_sign(bot_vecs).float().cpu(),
-        )
+        with _stage(op, "top", num_hvp, seconds):
+            top = spectral.top_eigenpairs(op.matvec, dim, s.k, which="LA", generator=_generator(s.seed), **kw)
+        bottom = PairSet.empty(dim)
+        if s.bottom:
+            with _stage(op, "bottom", num_hvp, seconds):
+                bottom = PairSet.of(spectral.bottom_eigenpairs(op.matvec, dim, s.k, float(top.values[0]),
+                                                               generator=_generator(s.seed + 1), **kw))
+        report = SpectrumReport(PairSet.of(top), bottom)
         if s.trace_probes:
-            with stage("trace"):
+            with _stage(op, "trace", num_hvp, seconds):
                 tr, se, samples = spectral.hutchinson_trace(op.matvec, dim, s.trace_probes,
                                                             generator=_generator(s.seed + 2), device=dev)
             report.trace, report.trace_stderr, report.trace_samples = tr, se, samples.numpy()
         if s.density_probes:
-            with stage("density"):
-                grid, dens, nodes, weights = spectral.slq_density(
-                    op.matvec, dim, num_probes=s.density_probes, num_iters=min(s.density_iters, dim),
-                    num_points=s.density_points, generator=_generator(s.seed + 3), device=dev)
-            report.density_grid, report.density = grid.numpy(), dens.numpy()
-            report.slq_nodes, report.slq_weights = nodes.numpy(), weights.numpy()
+            with _stage(op, "density", num_hvp, seconds):
+                d = spectral.slq_density(op.matvec, dim, num_probes=s.density_probes, num_iters=min(s.density_iters, dim),
+                                         num_points=s.density_points, generator=_generator(s.seed + 3), device=dev)
+            report.density_grid, report.density = d.grid.numpy(), d.density.numpy()
+            report.slq_nodes, report.slq_weights = d.nodes.numpy(), d.weights.numpy()
+            report.bulk = spectral.bulk_split(d.nodes, d.weights, dim, probe=d.probe)
+        if s.blocks and selection is not None and make_block is not None:
+            report.blocks = block_spectra(selection, make_block, s, num_hvp, seconds)
     report.num_hvp = {**num_hvp, "total": sum(num_hvp.values())}
     report.seconds = {**seconds, "total": sum(seconds.values())}
     return report
 
 
+def report_summary(report: SpectrumReport) -> dict[str, Any]:
+    """The numbers of a report for ``summary.json``: eigenvalues with residuals and converged
+    flags, the convergence verdict, trace, bulk split and block spectra."""
+    out: dict[str, Any] = {
+        "lambda_max": report.lambda_max, "lambda_min": report.lambda_min, "ratio": report.ratio,
+        "top_eigenvalues": report.top.values.tolist(), "bottom_eigenvalues": report.bottom.values.tolist(),
+        "top_residuals": report.top.residuals.tolist(), "bottom_residuals": report.bottom.residuals.tolist(),
+        "top_converged": report.top.converged.tolist(), "bottom_converged": report.bottom.converged.tolist(),
+        "tol": report.top.tol, "residual_scale": {"top": report.top.scale, "bottom": report.bottom.scale},
+        **report.convergence().summary(), "trace": report.trace, "trace_stderr": report.trace_stderr,
+        "num_hvp": report.num_hvp, "hessian_seconds": report.seconds,
+    }
+    if report.bulk is not None:
+        out.update(bulk_edge=report.bulk.edge, num_outliers=report.bulk.num_outliers, bulk_rule=report.bulk.rule)
+    if report.blocks:
+        out["blocks"] = {b.name: {"dim": b.dim, "top_eigenvalues": b.top.values.tolist(),
+                                  "top_residuals": b.top.residuals.tolist(), "top_converged": b.top.converged.tolist(),
+                                  "lambda_min": float(b.bottom.values[0]) if len(b.bottom.values) else math.nan,
+                                  "lambda_min_residual": float(b.bottom.residuals[0]) if len(b.bottom.values) else math.nan,
+                                  "num_hvp": b.num_hvp} for b in report.blocks}
+    return out
+
+
+def report_metrics(report: SpectrumReport, prefix: str = "hessian/") -> dict[str, float]:
+    """Scalars for the tracker: extremes, trace, the convergence verdict and every pair's
+    residual (``top_residual/1``, ``bottom_residual/1``, ...) and flag."""
+    conv = report.convergence()
+    m: dict[str, float] = {"lambda_max": report.lambda_max, "lambda_min": report.lambda_min, "ratio": report.ratio,
+                           "trace": report.trace, "converged": float(conv.converged),
+                           "num_unconverged": float(conv.num_unconverged), "max_residual": conv.max_residual,
+                           "max_residual_relative": conv.max_relative}
+    for part, ps in (("top", report.top), ("bottom", report.bottom)):
+        for i, (r, ok) in enumerate(zip(ps.residuals, ps.converged), start=1):
+            m[f"{part}_residual/{i}"], m[f"{part}_converged/{i}"] = float(r), float(ok)
+    if report.bulk is not None:
+        m.update(bulk_edge=report.bulk.edge, num_outliers=float(report.bulk.num_outliers))
+    for b in report.blocks:
+        m[f"block/{b.name}/lambda_max"] = float(b.top.values[0])
+        m[f"block/{b.name}/residual"] = float(b.top.residuals[0])
+    return {prefix + k: v for k, v in m.items()}
+
+
 def extreme_point(op: HessianOperator, *, method: str = "lanczos", tol: float = 1e-4, max_iter: int | None = None,
                   seed: int = 0) -> dict[str, float]:
     """``lambda_max``, ``lambda_min`` (shift trick), their ratio, HVPs used and seconds at the
-    model's current weights: one point of a ``hessian_surface``."""
+    model's current weights: one point of a ``hessian_surface``; also the residuals of both
+    pairs (``residual_max``, ``residual_min``) and ``converged`` (1.0 when both met ``tol``)."""
     n0, t0 = op.num_hvp, time.perf_counter()
     with fp32(op.device):
-        lmax, lmin = spectral.extreme_eigenvalues(op.matvec, op.dim, method=method, min_method="shift", tol=tol,
-                                                  max_iter=max_iter, generator=_generator(seed), device=op.device)
+        top, bot = spectral.extreme_eigenvalues(op.matvec, op.dim, options=spectral.SolverOptions(method, tol, max_iter),
+                                                min_method="shift", generator=_generator(seed), device=op.device)
+    lmax, lmin = float(top.values[0]), float(bot.values[0])
     return {"lambda_max": lmax, "lambda_min": lmin, "ratio": eigen_ratio(lmin, lmax),
-            "num_hvp": float(op.num_hvp - n0), "seconds": time.perf_counter() - t0}
+            "num_hvp": float(op.num_hvp - n0), "seconds": time.perf_counter() - t0,
+            "residual_max": float(top.residuals[0]), "residual_min": float(bot.residuals[0]),
+            "converged": float(top.all_converged and bot.all_converged)}
 
 
-def top_and_trace(op: HessianOperator, *, k: int = 1, method: str = "lanczos", tol: float = 1e-4,
-                  max_iter: int | None = None, trace_probes: int = 0, seed: int = 0) -> dict[str, Any]:
-    """Top-k eigenvalues and (``trace_probes >= 2``) the Hutchinson trace: one epoch of a
-    ``hessian_trajectory``."""
-    n0, t0 = op.num_hvp, time.perf_counter()
-    out: dict[str, Any] = {"trace": math.nan, "trace_stderr": math.nan}
-    with fp32(op.device):
-        vals, _ = spectral.top_eigenpairs(op.matvec, op.dim, k, which="LA", method=method, tol=tol, max_iter=max_iter,
-                                          generator=_generator(seed), device=op.device)
-        out["top_eigenvalues"] = vals.double().numpy()
-        if trace_probes:
-            tr, se, _ = spectral.hutchinson_trace(op.matvec, op.dim, trace_probes, generator=_generator(seed + 2),
-                                                  device=op.device)
-            out["trace"], out["trace_stderr"] = tr, se
-    _sync(op.device)
-    out.update(num_hvp=op.num_hvp - n0, seconds=time.perf_counter() - t0)
-    return out
+class ConvergenceWatch:
+    """A surface measure whose points come from :func:`extreme_point`, seen through: it counts
+    the points computed here whose ``lambda_max`` or ``lambda_min`` missed the tolerance (the
+    surface file keeps its layout; the count goes to the job's output and summary)."""
+
+    def __init__(self, measure: Any) -> None:
+        self.measure = measure
+        self.computed = 0
+        self.unconverged: list[int] = []
+        self.max_relative = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.measure, name)
+
+    def points(self, space: Any, grid: Any, pending: list[int]) -> Iterator[tuple[int, dict[str, float]]]:
+        for k, values in self.measure.points(space, grid, pending):
+            self.computed += 1
+            if not values.get("converged", 1.0):
+                self.unconverged.append(int(k))
+            lmax = abs(values["lambda_max"]) or math.nan
+            self.max_relative = max(self.max_relative, values.get("residual_max", 0.0) / lmax,
+                                    values.get("residual_min", 0.0) / lmax)
+            yield k, values
+
+    def line(self) -> str:
+        if not self.unconverged:
+            return (f"all {self.computed} points computed here converged (largest residual "
+                    f"{self.max_relative:.2g} lambda_max)")
+        return (f"WARNING: at {len(self.unconverged)} of the {self.computed} points computed here lambda_max or "
+                f"lambda_min did NOT converge (flat indices {self.unconverged[:10]}; largest residual "
+                f"{self.max_relative:.2g} lambda_max): raise hessian.max_iter")
+
+    def summary(self) -> dict[str, Any]:
+        return {"converged": not self.unconverged, "unconverged_points": self.unconverged,
+                "max_residual_relative": self.max_relative}
+
+
+def trajectory_point(op: HessianOperator, settings: SpectrumSettings) -> dict[str, Any]:
+    """One epoch of a ``hessian_trajectory`` (a row of ``hessian_trajectory.h5`` but for the
+    epoch and checkpoint): the top-k eigenpairs with residuals and converged flags, the fraction
+    of the full-data gradient in their span, the Hutchinson trace (``trace_probes >= 2``), the
+    SLQ density's bulk edge and outlier count (``density_probes >= 1``; else NaN and -1), the
+    loss, HVPs and seconds."""
+    num_hvp: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    report = spectrum_report(op, replace(settings, bottom=False, blocks=0))
+    with fp32(op.device), _stage(op, "gradient", num_hvp, seconds):
+        grad = op.gradient().double().cpu()
+        loss = op.loss()
+    top, bulk = report.top, report.bulk
+    return {"lambda_max": report.lambda_max, "trace": report.trace, "trace_stderr": report.trace_stderr, "loss": loss,
+            "num_hvp": report.num_hvp["total"] + num_hvp["gradient"],
+            "seconds": report.seconds["total"] + seconds["gradient"], "grad_norm": float(grad.norm()),
+            "gradient_top_fraction": spectral.fraction_in_subspace(grad, top.vectors.double()),
+            "bulk_edge": bulk.edge if bulk else math.nan, "num_outliers": bulk.num_outliers if bulk else -1,
+            "top_eigenvalues": top.values, "top_residuals": top.residuals, "top_converged": top.converged,
+            "top_eigenvectors": top.vectors}
 
 
 def _sync(device: torch.device) -> None:

@@ -24,5 +24,6 @@ def hessian_data(ctx: RunContext, dataset: ImageDataset) -> tuple[DeviceData, to
 def describe(ctx: RunContext, selection: ParamSelection, num_samples: int) -> str:
     hs = ctx.settings.hessian
     assert hs is not None
-    return (f"Hessian of the mean {hs.split} loss over {num_samples:,} samples w.r.t. {selection.dim:,} parameters "
+    what = {"hessian": "Hessian", "ggn": "Gauss-Newton matrix (GGN)", "fisher": "empirical Fisher"}[hs.curvature]
+    return (f"{what} of the mean {hs.split} loss over {num_samples:,} samples w.r.t. {selection.dim:,} parameters "
             f"({len(selection.indices)} tensors), fp32, batch {hs.batch_size_for(ctx.device)}")

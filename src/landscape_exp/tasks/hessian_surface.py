@@ -11,6 +11,7 @@ from landscape_exp import hessian as H
 from landscape_exp.context import RunContext
 from landscape_exp.figures.hessian import hessian_surface_figures
 from landscape_exp.hessian.inputs import describe, hessian_data
+from landscape_exp.plan import grid_work, print_plan
 from landscape_exp.model_source import ensure_checkpoint, load_for_analysis, model_config
 from landscape_exp.surface.job import Origin, check_target, grid_for, publish, run_surface, surface_target
 from landscape_exp.surface.measures import HessianMeasure
@@ -27,15 +28,17 @@ def run(ctx: RunContext) -> dict[str, Any]:
     target = surface_target(ctx, "hessian_surface.h5", shardable=False)
     check_target(ctx, target, grid, 6)
     dataset = ctx.dataset()
+    print_plan(ctx, dataset, f"lambda_max and lambda_min at each point of {grid_work(grid)}")
     data, idx = hessian_data(ctx, dataset)
     ckpt_path = ensure_checkpoint(ctx)
     model, ckpt = load_for_analysis(ctx, ckpt_path, dataset)
     model_cfg = model_config(ckpt, ctx)
     plane = build_plane(ctx, model, model_cfg, 2, "file" if s.direction.file else "random")
     sel = H.select_parameters(model, s.direction.ignore)
-    op = H.make_operator(model, sel, data, loss=s.eval.loss, batch_size=hs.batch_size_for(ctx.device))
+    op = H.make_operator(model, sel, data, loss=s.eval.loss, batch_size=hs.batch_size_for(ctx.device),
+                         curvature=hs.curvature)
     print(describe(ctx, sel, len(data)))
-    measure = HessianMeasure(op, hs, s.direction.ignore, len(data), sel.dim)
+    measure = H.ConvergenceWatch(HessianMeasure(op, hs, s.direction.ignore, len(data), sel.dim))
     surface, stats = run_surface(
         ctx, target=target, grid=grid, origin=Origin(ckpt_path, model_cfg, dataset.name), plane=plane, measure=measure,
         space=WeightSpace(model, s.direction.type, plane.directions), extra_attrs={"direction_info": plane.info},
@@ -45,7 +48,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
     summary = summarize_range(surface, grid, ("lambda_max", "lambda_min", "ratio", measure.loss_key))
     summary.update({"points_computed": stats["points_computed"], "seconds": stats["seconds"],
                     "surface_file": str(target.path), "dir_file": str(plane.dir_file), "dim": sel.dim,
-                    "num_samples": len(data)})
+                    "num_samples": len(data), "curvature": hs.curvature, **measure.summary()})
+    print(measure.line())
+    ctx.tracker.log({"hessian_surface/unconverged_points": len(measure.unconverged),
+                     "hessian_surface/max_residual_relative": measure.max_relative})
     ok = surface["done"].ravel()
     if ok.any():
         summary["num_hvp/mean_per_point"] = float(np.asarray(surface["num_hvp"], dtype=float).ravel()[ok].mean())

@@ -1,5 +1,7 @@
-"""task=hessian_trajectory: lambda_max (and the Hutchinson trace) at every saved epoch of a training
-run (Jastrzebski et al. 2019), resumable: finished epochs are skipped when rerun in the same dir."""
+"""task=hessian_trajectory: curvature at every saved epoch of a training run (Jastrzebski et al.
+2019; Sagun et al. 2017; Gur-Ari et al. 2018): the top-k eigenpairs (kept), the overlap of
+consecutive top-k subspaces, the gradient's fraction in the top-k subspace, the trace and the
+outliers above the bulk; resumable: finished epochs are skipped when rerun in the same dir."""
 
 from __future__ import annotations
 
@@ -10,15 +12,17 @@ import numpy as np
 from tqdm import tqdm
 
 from landscape_exp import hessian as H
-from landscape_exp.checkpoint import load_checkpoint, model_from_checkpoint
+from landscape_exp.checkpoint import load_checkpoint
 from landscape_exp.context import RunContext
 from landscape_exp.errors import UserError
 from landscape_exp.figures import save
-from landscape_exp.figures.hessian import figure_lambda_max, hessian_title
+from landscape_exp.figures.hessian import figure_curvature_along_training, figure_lambda_max, hessian_title
 from landscape_exp.hessian.inputs import hessian_data
-from landscape_exp.model_source import check_model_fits_dataset, ensure_checkpoint
+from landscape_exp.model_source import check_model_fits_dataset, checkpoint_model, ensure_checkpoint
+from landscape_exp.plan import print_plan
 from landscape_exp.provenance import file_sha256, versions
 from landscape_exp.runs import epoch_checkpoints, epoch_of
+from landscape_exp.spectral import BULK_RULE
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -27,15 +31,19 @@ def run(ctx: RunContext) -> dict[str, Any]:
     assert hs is not None
     sp, ignore = hs.spectrum, s.direction.ignore
     dataset = ctx.dataset()
+    print_plan(ctx, dataset, "the top of the Hessian spectrum at every saved epoch of a training run")
     data, _ = hessian_data(ctx, dataset)
     ckpts = epoch_checkpoints(s.run_dir if s.run_dir else ensure_checkpoint(ctx).parent)
     folder = ckpts[0].parent
     fingerprint = {"task": "hessian_trajectory", "hessian": hs.identity(), "k": sp.k, "trace_probes": sp.trace_probes,
-                   "ignore": ignore or "none", "dataset": s.dataset_identity(), "loss": s.eval.loss, "precision": "fp32"}
+                   "ignore": ignore or "none", "dataset": s.dataset_identity(), "loss": s.eval.loss, "precision": "fp32",
+                   "density": {"probes": sp.density_probes, "iters": sp.density_iters}}
     path = ctx.out_dir / "hessian_trajectory.h5"
     rows = H.read_trajectory(path, fingerprint)
     attrs = {"task": "hessian_trajectory", "run_dir": str(folder.resolve()), "dataset": dataset.name,
-             "num_samples": len(data), "config": dict(s.config), "versions": versions()}
+             "num_samples": len(data), "num_classes": dataset.num_classes, "curvature": hs.curvature,
+             "bulk_rule": BULK_RULE,
+             "config": ctx.config, "versions": versions()}
     print(f"hessian_trajectory: {len(ckpts)} epoch checkpoints in {folder} -> {path}")
     computed, model_name = 0, "?"
     bar = tqdm(ckpts, desc="hessian trajectory", unit="epoch", disable=not ctx.progress)
@@ -45,46 +53,58 @@ def run(ctx: RunContext) -> dict[str, Any]:
         model_name = (ckpt.get("model_cfg") or {}).get("name", model_name)
         if epoch in rows and rows[epoch]["checkpoint_sha256"] == sha:
             continue  # done in an earlier run of this task on this very file
-        model = model_from_checkpoint(ckpt, f"checkpoint {str(p)!r}", None if ckpt.get("model_cfg") else dict(s.model))
+        model = checkpoint_model(ctx, ckpt, f"checkpoint {str(p)!r}")
         check_model_fits_dataset(model, dataset, model_name)
         model = model.to(ctx.device).eval()
         sel = H.select_parameters(model, ignore)
-        op = H.make_operator(model, sel, data, loss=s.eval.loss, batch_size=hs.batch_size_for(ctx.device))
+        op = H.make_operator(model, sel, data, loss=s.eval.loss, batch_size=hs.batch_size_for(ctx.device),
+                             curvature=hs.curvature)
         if sp.k > sel.dim:
             raise UserError(f"hessian.k={sp.k} exceeds the number of parameters the Hessian acts on ({sel.dim})")
         # The same seed at every epoch: common random probes make epochs comparable.
-        res = H.top_and_trace(op, k=sp.k, method=sp.method, tol=sp.tol, max_iter=sp.max_iter,
-                              trace_probes=sp.trace_probes, seed=hs.seed)
-        with H.fp32(ctx.device):
-            loss = op.loss()
-        rows[epoch] = {"epoch": epoch, "lambda_max": float(res["top_eigenvalues"][0]), "trace": res["trace"],
-                       "trace_stderr": res["trace_stderr"], "loss": loss, "num_hvp": int(res["num_hvp"]),
-                       "seconds": res["seconds"], "top_eigenvalues": res["top_eigenvalues"],
-                       "checkpoint": str(Path(p).resolve()), "checkpoint_sha256": sha}
+        rows[epoch] = {"epoch": epoch, **H.trajectory_point(op, sp), "checkpoint": str(Path(p).resolve()),
+                       "checkpoint_sha256": sha}
         H.write_trajectory(path, rows, fingerprint=fingerprint, attrs=attrs)  # durable after every epoch
         computed += 1
-        ctx.tracker.log({"hessian/lambda_max": rows[epoch]["lambda_max"], "hessian/trace": res["trace"], "epoch": epoch})
-        bar.set_postfix(epoch=epoch, lambda_max=f"{rows[epoch]['lambda_max']:.4g}")
+        r = rows[epoch]
+        ctx.tracker.log({"hessian/lambda_max": r["lambda_max"], "hessian/trace": r["trace"], "epoch": epoch,
+                         "hessian/lambda_max_residual": float(r["top_residuals"][0]),
+                         "hessian/converged": float(np.all(r["top_converged"])),
+                         "hessian/gradient_top_fraction": r["gradient_top_fraction"], "hessian/num_outliers": r["num_outliers"]})
+        bar.set_postfix(epoch=epoch, lambda_max=f"{r['lambda_max']:.4g}")
     bar.close()
     if computed == 0 and rows:
         H.write_trajectory(path, rows, fingerprint=fingerprint, attrs=attrs)  # refresh the attributes only
     epochs = sorted(rows)
-    col = {k: np.array([rows[e][k] for e in epochs]) for k in ("lambda_max", "trace", "trace_stderr", "loss")}
-    summary: dict[str, Any] = {"epochs": epochs, **{k: v.tolist() for k, v in col.items()}, "epochs_computed": computed,
-                               "trajectory_file": str(path), "run_dir": str(folder),
+    col = H.trajectory_columns(rows)
+    dim = int(rows[epochs[0]]["top_eigenvectors"].shape[1]) if epochs else 0
+    bad = [int(e) for e, ok in zip(epochs, col["converged"]) if not ok]
+    print(f"top-{sp.k} eigenpairs converged at all {len(epochs)} epochs" if not bad else
+          f"WARNING: top-{sp.k} eigenpairs did NOT converge at epochs {bad} (residual > tol {sp.tol:g} x ||H||): "
+          "raise hessian.max_iter")
+    keys = ("lambda_max", "top_eigenvalues", "trace", "trace_stderr", "loss", "gradient_top_fraction", "num_outliers",
+            "bulk_edge", "lambda_max_residual", "overlap", "converged")
+    summary: dict[str, Any] = {"epochs": epochs, **{k: col[k].tolist() for k in keys}, "epochs_computed": computed,
+                               "converged_all": not bad, "unconverged_epochs": bad, "num_classes": dataset.num_classes,
+                               "curvature": hs.curvature, "trajectory_file": str(path), "run_dir": str(folder),
                                "num_hvp": int(sum(rows[e]["num_hvp"] for e in epochs))}
+    if sp.density_probes:
+        summary["bulk_rule"] = BULK_RULE
     if epochs:
         summary["lambda_max/peak_epoch"] = int(epochs[int(np.nanargmax(col["lambda_max"]))])
-    figs: list[Path] = []
     if s.plot.enabled and epochs:
-        traced = sp.trace_probes > 0
-        figs = save(figure_lambda_max(np.array(epochs), col["lambda_max"], loss=col["loss"],
-                                      title=hessian_title(model_name, dataset.name, "Hessian along training"),
-                                      trace=col["trace"] if traced else None, trace_stderr=col["trace_stderr"] if traced else None),
-                    ctx.out_dir / "hessian_trajectory")
+        traced, e = sp.trace_probes > 0, np.array(epochs)
+        title = hessian_title(model_name, dataset.name, "Hessian along training")
+        figs = save(figure_lambda_max(e, col["lambda_max"], loss=col["loss"], title=title, residual=col["lambda_max_residual"],
+                                      top=col["top_eigenvalues"], trace=col["trace"] if traced else None,
+                                      trace_stderr=col["trace_stderr"] if traced else None), ctx.out_dir / "hessian_trajectory")
+        figs += save(figure_curvature_along_training(e, col["overlap"], col["gradient_top_fraction"], k=sp.k, dim=dim,
+                                                     title=title, num_outliers=col["num_outliers"] if sp.density_probes else None,
+                                                     num_classes=dataset.num_classes), ctx.out_dir / "hessian_trajectory_curvature")
         ctx.tracker.log_images(figs, prefix="hessian_trajectory/")
         summary["figures"] = [str(f) for f in figs]
-    ctx.tracker.log_curve("hessian/trajectory", epochs, {"lambda_max": col["lambda_max"].tolist(), "trace": col["trace"].tolist()},
+    ctx.tracker.log_curve("hessian/trajectory", epochs, {k: col[k].tolist() for k in ("lambda_max", "trace", "overlap",
+                                                                                     "gradient_top_fraction", "num_outliers")},
                           xname="epoch")
     ctx.tracker.artifact([path], name="hessian_trajectory", kind="hessian")
     return summary
