@@ -147,6 +147,7 @@ def test_figures_draw_each_runs_own_values(runs):
     from matplotlib.contour import ContourSet
 
     from landscape_exp.compare import compare_runs, load_run
+    from landscape_exp.figures.base import LevelSpec
     from landscape_exp.figures.compare import figure_contour_grid, figure_overlay_1d
 
     _, sweep, singles = runs
@@ -158,12 +159,18 @@ def test_figures_draw_each_runs_own_values(runs):
         np.testing.assert_array_equal(ln.get_xdata(), r.surface["x"])
         np.testing.assert_array_equal(ln.get_ydata(), r.surface["train_loss"])
     two = [load_run(sweep / j) for j in ("0", "1")]
-    fig = figure_contour_grid(two, vmin=0.5, vmax=3.0, vlevel=0.25)
+    fig = figure_contour_grid(two, levels=LevelSpec("fixed", 0.5, 3.0, 0.25, 20))
     sets = [c for ax in fig.axes for c in ax.collections if isinstance(c, ContourSet) and c.filled]
     assert len(sets) == 2
     for cs in sets:  # one colour scale for all panels
         np.testing.assert_allclose(cs.levels, np.arange(0.5, 3.0, 0.25))
         assert (cs.norm.vmin, cs.norm.vmax) == (0.5, 3.0)
+    # auto: one set of levels from both runs' values pooled, covering the lowest and the highest
+    fig = figure_contour_grid(two, levels=LevelSpec("auto", 0.5, 3.0, 0.25, 20))
+    sets = [c for ax in fig.axes for c in ax.collections if isinstance(c, ContourSet) and c.filled]
+    pooled = np.concatenate([r.surface["train_loss"][r.surface["done"]] for r in two])
+    assert np.array_equal(sets[0].levels, sets[1].levels)
+    assert sets[0].levels[0] <= pooled.min() and sets[0].levels[-1] >= pooled.max() and len(sets[0].levels) >= 8
     with pytest.raises(UserError, match="unknown compare metric 'train_los'"):
         compare_runs([sweep / "0"], sweep.parent / "x", metric="train_los")
 

@@ -19,6 +19,7 @@ import pytest
 from landscape_exp.errors import UserError
 from landscape_exp.figures import (
     NO_POINTS_TEXT,
+    LevelSpec,
     contour_levels,
     export_vtp,
     figure_1d,
@@ -47,6 +48,9 @@ def closed_form(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 Z = closed_form(X, Y)
+# The paper's fixed levels arange(0.1, 10, 0.5), and levels from the data.
+FIXED = LevelSpec("fixed", 0.1, 10.0, 0.5, 20)
+AUTO = LevelSpec("auto", 0.1, 10.0, 0.5, 20)
 
 
 def holey() -> np.ndarray:
@@ -121,7 +125,7 @@ def test_contour_levels_linear_and_log() -> None:
 # 2D figures
 # ----------------------------------------------------------------------------------------
 def test_plot_2d_writes_every_kind(tmp_path: Path) -> None:
-    paths = save_2d(X, Y, Z, tmp_path / "sub" / "surf_x=-1:2:21.h5_train_loss", title="closed form")
+    paths = save_2d(X, Y, Z, tmp_path / "sub" / "surf_x=-1:2:21.h5_train_loss", title="closed form", levels=FIXED)
     names = [p.name for p in paths]
     stem = "surf_x=-1:2:21.h5_train_loss"
     assert names == [
@@ -143,38 +147,38 @@ def test_plot_2d_writes_every_kind(tmp_path: Path) -> None:
 
 def test_plot_2d_masked_points_render(tmp_path: Path) -> None:
     z = holey()
-    paths = save_2d(X, Y, z, tmp_path / "holey", title="holes", log=True)
+    paths = save_2d(X, Y, z, tmp_path / "holey", title="holes", log=True, levels=AUTO)
     assert len(paths) == 8
     for p in paths:
         assert_png_drawn(p) if p.suffix == ".png" else assert_pdf(p)
-    fig = figure_2d("contour", X, Y, z, title="holes")
+    fig = figure_2d("contour", X, Y, z, title="holes", levels=AUTO)
     assert "4 of 315 points missing" in fig.axes[0].get_title()
 
 
 def test_plot_2d_with_done_mask(tmp_path: Path) -> None:
     done = np.zeros(Z.shape, bool)
     done[:8, :] = True  # half-way through a run: only the first 8 rows are computed
-    fig = figure_2d("heatmap", X, Y, Z, title="partial", done=done)
+    fig = figure_2d("heatmap", X, Y, Z, title="partial", done=done, levels=AUTO)
     assert f"{7 * 21} of 315 points missing" in fig.axes[0].get_title()
-    paths = save_2d(X, Y, Z, tmp_path / "partial", title="partial", done=done, kinds=("contourf",))
+    paths = save_2d(X, Y, Z, tmp_path / "partial", title="partial", done=done, kinds=("contourf",), levels=AUTO)
     assert [p.name for p in paths] == ["partial_contourf.png", "partial_contourf.pdf"]
     assert_png_drawn(paths[0])
 
 
 def test_plot_2d_all_masked_says_so(tmp_path: Path) -> None:
     z = np.full(Z.shape, -1.0)
-    paths = save_2d(X, Y, z, tmp_path / "empty", title="nothing yet")
+    paths = save_2d(X, Y, z, tmp_path / "empty", title="nothing yet", levels=AUTO)
     assert len(paths) == 8
     for p in paths:
         assert_png_drawn(p) if p.suffix == ".png" else assert_pdf(p)
     for kind in ("contour", "surface3d"):
-        assert NO_POINTS_TEXT in texts(figure_2d(kind, X, Y, z, title="nothing yet"))
+        assert NO_POINTS_TEXT in texts(figure_2d(kind, X, Y, z, title="nothing yet", levels=AUTO))
 
 
 def test_contour_orientation_follows_x() -> None:
     """For z = x every contour line is the vertical line x = level (and for z = y horizontal)."""
     zx = np.tile(X, (Y.size, 1))  # z[j, i] = x[i]
-    fig = figure_2d("contour", X, Y, zx, title="z = x", vmin=-0.9, vmax=2.0, vlevel=0.5,
+    fig = figure_2d("contour", X, Y, zx, title="z = x", levels=LevelSpec("fixed", -0.9, 2.0, 0.5, 20),
                     minimizer=None)
     cs = fig.axes[0].collections[-1]
     drawn = 0
@@ -185,7 +189,7 @@ def test_contour_orientation_follows_x() -> None:
     assert drawn >= 5  # levels -0.9, -0.4, 0.1, 0.6, 1.1, 1.6 all cross the grid
 
     zy = np.tile(Y[:, None], (1, X.size))  # z[j, i] = y[j]
-    fig = figure_2d("contour", X, Y, zy, title="z = y", vmin=-0.45, vmax=1.0, vlevel=0.25,
+    fig = figure_2d("contour", X, Y, zy, title="z = y", levels=LevelSpec("fixed", -0.45, 1.0, 0.25, 20),
                     minimizer=None)
     cs = fig.axes[0].collections[-1]
     for level, segs in zip(cs.levels, cs.allsegs):
@@ -196,7 +200,8 @@ def test_contour_orientation_follows_x() -> None:
 def test_heatmap_pixels_match_closed_form() -> None:
     """The colour at the pixel of grid point (x[i], y[j]) is the colour of z[j, i]."""
     z = holey()
-    fig = figure_2d("heatmap", X, Y, z, title="pixels", vmin=0.1, vmax=8.0, minimizer=None)
+    fig = figure_2d("heatmap", X, Y, z, title="pixels", levels=LevelSpec("fixed", 0.1, 8.0, 0.5, 20),
+                    minimizer=None)
     fig.canvas.draw()
     buf = np.asarray(fig.canvas.buffer_rgba()).astype(float) / 255.0
     height = buf.shape[0]
@@ -216,7 +221,7 @@ def test_heatmap_pixels_match_closed_form() -> None:
 
 
 def test_surface3d_axes_span_the_grid() -> None:
-    fig = figure_2d("surface3d", X, Y, Z, title="3d")
+    fig = figure_2d("surface3d", X, Y, Z, title="3d", levels=AUTO)
     ax = fig.axes[0]
     np.testing.assert_allclose(ax.get_xlim(), (X.min(), X.max()), atol=0.2)
     np.testing.assert_allclose(ax.get_ylim(), (Y.min(), Y.max()), atol=0.1)
@@ -225,14 +230,18 @@ def test_surface3d_axes_span_the_grid() -> None:
 
 
 def test_plot_2d_rejects_bad_input(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="transposed"):
-        save_2d(X, Y, Z.T, tmp_path / "t", title="t")
+    with pytest.raises(UserError, match=r"is z\.reshape\(15, 21\), not z\.T"):
+        save_2d(X, Y, Z.T, tmp_path / "t", title="t", levels=AUTO)
     with pytest.raises(UserError, match="unknown 2D plot kind 'pie'"):
-        save_2d(X, Y, Z, tmp_path / "t", title="t", kinds=("contour", "pie"))
+        save_2d(X, Y, Z, tmp_path / "t", title="t", kinds=("contour", "pie"), levels=AUTO)
     with pytest.raises(UserError, match="at least 2"):
-        save_2d(X[:1], Y, Z[:, :1], tmp_path / "t", title="t")
+        save_2d(X[:1], Y, Z[:, :1], tmp_path / "t", title="t", levels=AUTO)
     with pytest.raises(UserError, match="minimizer"):
-        figure_2d("contour", X, Y, Z, title="t", minimizer=(0.0,))
+        figure_2d("contour", X, Y, Z, title="t", minimizer=(0.0,), levels=AUTO)
+    with pytest.raises(UserError, match="unknown plot.levels 'some'; allowed: auto, fixed"):
+        LevelSpec("some", 0.1, 10.0, 0.5, 20)
+    with pytest.raises(UserError, match="plot.num_levels=1 must be"):
+        LevelSpec("auto", 0.1, 10.0, 0.5, 1)
     assert not list(tmp_path.iterdir())
 
 
@@ -245,11 +254,11 @@ def test_path_on_contour(tmp_path: Path) -> None:
     path[5] = np.nan  # a missing projection is skipped
     labels = [f"ep{10 * e}" for e in range(k)]
     out = save(figure_path_on_contour(X, Y, Z, path, title="trajectory", xlabel="PC1: 87.3 %",
-                                      ylabel="PC2: 5.1 %", labels=labels), tmp_path / "proj")
+                                      ylabel="PC2: 5.1 %", labels=labels, levels=FIXED), tmp_path / "proj")
     assert [p.name for p in out] == ["proj.png", "proj.pdf"]
     assert_png_drawn(out[0])
     fig = figure_path_on_contour(X, Y, Z, path, title="trajectory", xlabel="PC1: 87.3 %",
-                                 ylabel="PC2: 5.1 %", labels=labels)
+                                 ylabel="PC2: 5.1 %", labels=labels, levels=AUTO)
     ax = fig.axes[0]
     (line,) = [ln for ln in ax.lines if ln.get_label() == "path"]
     keep = np.arange(k) != 5
@@ -259,9 +268,9 @@ def test_path_on_contour(tmp_path: Path) -> None:
     assert "ep0" in drawn and "ep110" in drawn and "ep50" not in drawn
     assert ax.get_xlabel() == "PC1: 87.3 %" and ax.get_ylabel() == "PC2: 5.1 %"
     with pytest.raises(UserError, match="path labels"):
-        figure_path_on_contour(X, Y, Z, path, title="t", xlabel="a", ylabel="b", labels=["x"])
+        figure_path_on_contour(X, Y, Z, path, title="t", xlabel="a", ylabel="b", labels=["x"], levels=AUTO)
     with pytest.raises(UserError, match=r"shape \(k, 2\)"):
-        figure_path_on_contour(X, Y, Z, path.T, title="t", xlabel="a", ylabel="b")
+        figure_path_on_contour(X, Y, Z, path.T, title="t", xlabel="a", ylabel="b", levels=AUTO)
 
 
 def one_d_metrics(xs: np.ndarray) -> dict[str, np.ndarray]:
@@ -455,7 +464,7 @@ def html_trace(html: str) -> dict:
 def test_surface_html(tmp_path: Path) -> None:
     z = holey()
     out = save_html(figure_surface_html(X, Y, z, title="interactive", zlabel="train loss"),
-                    tmp_path / "html" / "surf.html")
+                    tmp_path / "html" / "surf.html", plotlyjs="inline")
     html = out.read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<html") or "<!doctype html" in html[:200].lower()
     assert "plotly" in html and len(html) > 1_000_000  # plotly.js itself is embedded
@@ -472,7 +481,7 @@ def test_surface_html(tmp_path: Path) -> None:
     assert "interactive" in html and "train loss" in html
 
     log_html = save_html(figure_surface_html(X, Y, Z, title="log", zlabel="train loss", log=True),
-                         tmp_path / "log.html").read_text(encoding="utf-8")
+                         tmp_path / "log.html", plotlyjs="inline").read_text(encoding="utf-8")
     np.testing.assert_allclose(np.array(html_trace(log_html)["z"], float), np.log10(Z), rtol=1e-14)
     assert "log10(train loss)" in log_html
 
@@ -483,7 +492,8 @@ def test_surface_html(tmp_path: Path) -> None:
 def test_render_surface_file_names_and_plot_settings(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    plot = SimpleNamespace(enabled=True, vmin=0.1, vmax=10, vlevel=0.5, log=False, loss_max=5, zmax=3.0)
+    plot = SimpleNamespace(enabled=True, levels="auto", num_levels=20, vmin=0.1, vmax=10, vlevel=0.5, log=False,
+                           loss_max=5, zmax=3.0, vtp_interp=0, html_plotlyjs="inline", overlay=())
     attrs = {"task": "surface2d", "model": "mlp", "dataset": "digits", "normalization": "filter"}
     two = {"x": X, "y": Y, "train_loss": holey(), "train_acc": 100 - Z, "attrs": attrs}
     names = [p.name for p in render_surface(two, tmp_path / "2d", plot, stem="s")]

@@ -38,7 +38,7 @@ import numpy as np
 
 from landscape_exp.errors import UserError
 from landscape_exp.settings import read_run_config
-from landscape_exp.figures.base import save
+from landscape_exp.figures.base import LevelSpec, save
 from landscape_exp.figures.compare import figure_contour_grid, figure_overlay_1d
 from landscape_exp.surface.store import read_sharpness
 from landscape_exp.storage import atomic_path
@@ -222,7 +222,12 @@ def load_run(run_dir: str | Path, name: str | None = None, ignore: Sequence[str]
     surf_path = _surface_path(p, summary)
     surface = read_surface(surf_path) if surf_path is not None else None
     ckpt = None if ("test_loss/centre" in summary or "final/test_loss" in summary) else _checkpoint_metrics(summary, surface)
-    return Run(path=p, name=name or p.name, config=load_run_config(p, ignore), summary=summary, surface=surface,
+    config = load_run_config(p, ignore)
+    if isinstance(summary.get("model_config"), Mapping) and not _ignored("model", ignore):
+        # the run analysed a checkpoint's model, not the model= its config names
+        config = {k: v for k, v in config.items() if not k.startswith("model.")}
+        config.update(flatten_config({"model": summary["model_config"]}))
+    return Run(path=p, name=name or p.name, config=config, summary=summary, surface=surface,
                metrics=run_metrics(summary, surface, ckpt))
 
 
@@ -376,8 +381,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
                                 loss_max=plot.loss_max)
         figures += save(fig, out / "compare_1d")
     if plot is not None and two_d:
-        fig = figure_contour_grid(two_d, metric=metric, labels=[labels[r.name] for r in two_d], vmin=float(plot.vmin),
-                                  vmax=float(plot.vmax), vlevel=float(plot.vlevel), log=bool(plot.log))
+        fig = figure_contour_grid(two_d, metric=metric, labels=[labels[r.name] for r in two_d],
+                                  levels=LevelSpec.from_plot(plot), log=bool(plot.log))
         figures += save(fig, out / "compare_2d")
 
     summary: dict[str, Any] = {

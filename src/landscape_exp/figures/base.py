@@ -17,25 +17,39 @@ as ``<stem>.png`` (dpi :data:`PNG_DPI`) and ``<stem>.pdf``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
+from matplotlib.colors import ListedColormap, LogNorm, Normalize
+from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullLocator
 
-from landscape_exp.errors import UserError
+from landscape_exp.errors import UserError, choice_error
 
 __all__ = [
+    "LEVEL_MODES",
     "MASK_GREY",
     "NO_POINTS_TEXT",
     "PNG_DPI",
     "XLABEL_2D",
     "YLABEL_2D",
+    "LevelSpec",
+    "Scale",
+    "auto_levels",
     "contour_levels",
+    "contour_lines",
+    "draw_anchors",
+    "label_contours",
+    "level_colorbar",
     "mask_invalid",
     "new_figure",
+    "prepared",
     "save",
     "surface_grid",
     "with_suffix",
@@ -48,6 +62,20 @@ NO_POINTS_TEXT = "no computed points"
 MASK_GREY = "0.85"
 # Guard against a typo such as vlevel=1e-6 turning into millions of contour levels.
 _MAX_LEVELS = 1000
+LEVEL_MODES: tuple[str, ...] = ("auto", "fixed")
+# auto levels are log-spaced when the (positive) data spans at least this ratio (a decade) ...
+_GEOMETRIC_RATIO = 10.0
+# ... from no lower than max / _DEEPEST (a loss of 1e-9 at the minimum does not spread the levels
+# over ten decades; what lies below is the lowest band).
+_DEEPEST = 1e4
+# Round mantissas per decade for log-spaced levels, coarsest first.
+_LOG_MANTISSAS: tuple[tuple[float, ...], ...] = (
+    (1.0,), (1.0, 3.0), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0),
+    (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0),
+)
+# At most this many levels carry a label, each at least _LABEL_GAP (axes fractions) from the others.
+_MAX_LABELS = 8
+_LABEL_GAP = 0.12
 
 
 # ----------------------------------------------------------------------------------------
@@ -145,7 +173,12 @@ def surface_grid(
     shape = np.shape(z)
     expected = (ya.size, xa.size)
     if shape != expected:
-        hint = " (transposed? z[j, i] must be f(x[i], y[j]))" if shape == expected[::-1] else ""
+        hint = ""
+        if shape == expected[::-1]:
+            # The original tool stores (nx, ny) arrays filled in np.meshgrid(x, y).ravel() order:
+            # their values are z.reshape(ny, nx), which a transpose would scramble.
+            hint = (f" (an array of the original tool's files, shape (len(x), len(y)), is z.reshape({ya.size}, "
+                    f"{xa.size}), not z.T; z[j, i] must be f(x[i], y[j]))")
         raise UserError(
             f"surface values have shape {shape}; expected (len(y), len(x)) = {expected}{hint}"
         )
@@ -192,12 +225,137 @@ def contour_levels(vmin: float, vmax: float, vlevel: float, log: bool = False) -
     return np.linspace(np.log10(lo), np.log10(hi), levels.size, endpoint=False)
 
 
+def _nice_log_levels(lo: float, hi: float, num: int) -> np.ndarray:
+    """Round log-spaced levels (1-2-5 and the like in every decade) from the largest <= ``lo`` to
+    the smallest >= ``hi``, the coarsest mantissa set giving at least ``num - 1`` intervals."""
+    decades = np.log10(hi / lo)
+    mant = next((m for m in _LOG_MANTISSAS if len(m) * decades >= num - 1), _LOG_MANTISSAS[-1])
+    exps = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    return _covering(np.array(sorted(float(f"{m * 10.0 ** k:.6g}") for k in exps for m in mant)), lo, hi)
+
+
+def auto_levels(values: np.ndarray, num: int, *, geometric: bool = True) -> tuple[np.ndarray, bool]:
+    """About ``num`` round contour levels covering the finite ``values``; and whether they are
+    log-spaced.
+
+    Log-spaced (round values such as 0.01, 0.015, 0.02, 0.03, ... in every decade) when
+    ``geometric`` and the values are positive and span at least a decade -- a loss near a
+    minimum, or a training path whose late epochs differ by little, gets as many levels near the
+    bottom as near the top -- from no lower than max/1e4; otherwise evenly spaced round values
+    over [min, max] (matplotlib's ``MaxNLocator``). A constant surface gets levels just around
+    its value.
+    """
+    v = np.asarray(np.ma.filled(values, np.nan), dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise UserError("no finite values to choose contour levels from")
+    lo, hi = float(v.min()), float(v.max())
+    if hi <= lo:
+        pad = max(abs(lo) * 1e-3, 1e-9)
+        return np.linspace(lo - pad, lo + pad, 3), False
+    if geometric and lo > 0 and hi / lo >= _GEOMETRIC_RATIO:
+        return _nice_log_levels(max(lo, hi / _DEEPEST), hi, num), True
+    levels = MaxNLocator(nbins=num, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+    return _covering(levels, lo, hi), False
+
+
+def _covering(cand: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The sorted candidate levels from the largest <= ``lo`` to the smallest >= ``hi`` (all of
+    them on a side none lies beyond), up to rounding noise."""
+    tol = 1e-9 * (hi - lo)
+    below, above = cand[cand <= lo + tol], cand[cand >= hi - tol]
+    start = below[-1] if below.size else cand[0]
+    stop = above[0] if above.size else cand[-1]
+    return cand[(cand >= start) & (cand <= stop)]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The resolved contour levels and colour normalization of one 2D figure; when the data lies
+    outside explicitly given levels, the one-line ``warning`` to print and the shorter ``note``
+    written on the figure (both None otherwise)."""
+
+    levels: np.ndarray
+    norm: Normalize
+    warning: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    """How the contour levels and colour range of a 2D figure are chosen (``plot.levels``).
+
+    ``fixed``: the paper's ``arange(vmin, vmax, vlevel)`` (:func:`contour_levels`), colours over
+    [vmin, vmax]; ``auto``: about ``num`` levels from the data (:func:`auto_levels`), colours over the
+    levels (log-normalized when the levels are log-spaced). ``geometric=False`` keeps auto levels
+    evenly spaced (accuracy in percent).
+    """
+
+    mode: str
+    vmin: float
+    vmax: float
+    vlevel: float
+    num: int
+    geometric: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in LEVEL_MODES:
+            raise choice_error("plot.levels", self.mode, LEVEL_MODES)
+        if isinstance(self.num, bool) or not isinstance(self.num, (int, np.integer)) or not 2 <= self.num <= _MAX_LEVELS:
+            raise UserError(f"plot.num_levels={self.num!r} must be an integer in 2..{_MAX_LEVELS}")
+
+    @classmethod
+    def from_plot(cls, plot: Any) -> LevelSpec:
+        """From the ``plot`` settings (:class:`landscape_exp.settings.PlotSettings`)."""
+        return cls(str(plot.levels), float(plot.vmin), float(plot.vmax), float(plot.vlevel), int(plot.num_levels))
+
+    def for_percent(self) -> LevelSpec:
+        """Accuracy in percent: fixed levels 0, 5, ..., 95 (colours over 0..100), or auto levels
+        evenly spaced over the data."""
+        return replace(self, vmin=0.0, vmax=100.0, vlevel=5.0, geometric=False)
+
+    def scale(self, zm: np.ma.MaskedArray, *, log: bool, what: str) -> Scale:
+        """Levels and colour normalization for ``zm`` (already log10'd when ``log``; the fixed
+        levels are then in log10 units too, see :func:`contour_levels`)."""
+        finite_v = np.ma.compressed(zm)
+        finite_v = finite_v[np.isfinite(finite_v)]
+        if self.mode == "auto":
+            if finite_v.size == 0:  # nothing drawn: any two levels do
+                levels, geo = np.array([0.0, 1.0]), False
+            else:
+                levels, geo = auto_levels(finite_v, self.num, geometric=self.geometric and not log)
+            norm = (LogNorm if geo else Normalize)(float(levels[0]), float(levels[-1]))
+            return Scale(levels, norm)
+        levels = contour_levels(self.vmin, self.vmax, self.vlevel, log)
+        top = float(np.log10(self.vmax) if log else self.vmax)
+        norm = Normalize(float(levels[0]), top)
+        if not finite_v.size:
+            return Scale(levels, norm)
+        lo, hi = float(finite_v.min()), float(finite_v.max())
+        if int(((levels >= lo) & (levels <= hi)).sum()) >= 2:
+            return Scale(levels, norm)
+        where = f"{what} lies in {'log10 ' if log else ''}[{lo:.4g}, {hi:.4g}], outside the fixed contour levels " \
+                f"{levels[0]:.4g}..{levels[-1]:.4g}"
+        return Scale(levels, norm, f"warning: {where} (plot.levels=fixed): the figures show almost no contours; "
+                                   "plot.levels=auto chooses levels from the data",
+                     f"{where}\n(plot.levels=auto: levels from the data)")
+
+
 def log10_masked(zm: np.ma.MaskedArray) -> np.ma.MaskedArray:
     """log10 of the unmasked entries; non-positive values are masked too (log undefined)."""
     mask = np.ma.getmaskarray(zm) | ~(np.ma.filled(zm, np.nan) > 0)
     data = np.full(zm.shape, np.nan)
     data[~mask] = np.log10(zm.data[~mask])
     return np.ma.MaskedArray(data, mask=mask)
+
+
+def prepared(x: np.ndarray, y: np.ndarray, z: np.ndarray, done: np.ndarray | None, log: bool,
+             zlabel: str) -> tuple[np.ndarray, np.ndarray, np.ma.MaskedArray, str]:
+    """The validated grid, the masked values (log10 when ``log``) and the colour-bar label."""
+    xa, ya, zm = surface_grid(x, y, z, done)
+    if log:
+        return xa, ya, log10_masked(zm), f"log10({zlabel})"
+    return xa, ya, zm, zlabel
 
 
 # ----------------------------------------------------------------------------------------
@@ -234,3 +392,85 @@ def shade_masked(ax: Axes, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> No
         ax.pcolormesh(
             x, y, cells, cmap=ListedColormap([MASK_GREY]), shading="nearest", zorder=0.5
         )
+
+
+def label_contours(ax: Axes, cs: ContourSet, avoid: Sequence[tuple[float, float]] = (), fmt: str = "%.3g") -> list:
+    """Label a few contour levels, each once and apart from the rest, so labels never pile up
+    where the surface is steep: at most :data:`_MAX_LABELS` evenly chosen levels, each at the
+    point of its lines farthest (up to :data:`_LABEL_GAP`, in fractions of the axes) from the
+    labels already placed, the ``avoid`` points (markers) and the axes' edges; a level with no
+    point that far is left unlabelled. Returns the label texts."""
+    levels = np.asarray(cs.levels)
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    origin, span = np.array([min(x0, x1), min(y0, y1)]), np.array([abs(x1 - x0) or 1.0, abs(y1 - y0) or 1.0])
+    taken = [(np.asarray(p, dtype=float) - origin) / span for p in avoid]
+    placed: list[np.ndarray] = []  # label positions in data units
+    chosen: list[float] = []
+    for i in range(0, levels.size, max(1, int(np.ceil(levels.size / _MAX_LABELS)))):
+        segs = [seg for seg in cs.allsegs[i] if len(seg) >= 2]
+        if not segs:
+            continue
+        rel = (np.concatenate(segs) - origin) / span
+        room = np.minimum.reduce([rel[:, 0], 1 - rel[:, 0], rel[:, 1], 1 - rel[:, 1]]) * 2  # edges: half the gap
+        for q in taken:
+            room = np.minimum(room, np.abs(rel - q).max(axis=1))
+        best = int(np.argmax(np.minimum(room, _LABEL_GAP * 1.5)))  # first of the roomiest: along the line
+        if room[best] >= _LABEL_GAP:
+            taken.append(rel[best])
+            placed.append(rel[best] * span + origin)
+            chosen.append(float(levels[i]))
+    if not chosen:
+        return []
+    return ax.clabel(cs, levels=chosen, manual=[tuple(p) for p in placed], inline=True, inline_spacing=3,
+                     fontsize=8, fmt=fmt)
+
+
+def level_colorbar(fig: Figure, mappable: Any, ax: Axes, label: str, levels: np.ndarray, **kw: Any) -> Any:
+    """A colour bar ticked at (every few of) the contour levels, written as %.3g."""
+    cbar = fig.colorbar(mappable, ax=ax, label=label, **kw)
+    cbar.set_ticks(levels[:: max(1, int(np.ceil(len(levels) / 10)))])
+    cbar.ax.yaxis.set_minor_locator(NullLocator())
+    cbar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+    return cbar
+
+
+def contour_lines(fig: Figure, ax: Axes, x: np.ndarray, y: np.ndarray, zm: np.ma.MaskedArray, scale: Scale,
+                  label: str, avoid: Sequence[tuple[float, float]] = ()) -> ContourSet:
+    """The contour figure's body: masked cells grey, the lines at ``scale``'s levels and colours, a
+    few labels kept off ``avoid`` (:func:`label_contours`) and a colour bar ticked at the levels."""
+    shade_masked(ax, x, y, np.ma.getmaskarray(zm))
+    cs = ax.contour(x, y, zm, levels=scale.levels, cmap="viridis", norm=scale.norm, linewidths=1.0)
+    label_contours(ax, cs, avoid=avoid)
+    level_colorbar(fig, cs, ax, label, scale.levels)
+    return cs
+
+
+def draw_anchors(ax: Axes, anchors: Mapping[str, tuple[float, float]] | None, x: np.ndarray, y: np.ndarray,
+                 z: np.ma.MaskedArray | None = None) -> int:
+    """Mark and name the models a plane is spanned by (e.g. theta1 at (0,0), theta2 at (1,0),
+    theta3 at (0,1)) where they lie inside the grid; on a 3D axes (``z`` given) at the height of
+    the nearest computed grid point. The first is a red star, the others white dots; an empty
+    name draws the marker alone. Returns the number drawn."""
+    drawn = 0
+    for k, (name, (px, py)) in enumerate((anchors or {}).items()):
+        if not (x.min() <= px <= x.max() and y.min() <= py <= y.max()):
+            continue
+        style = dict(marker="*" if k == 0 else "o", color="red" if k == 0 else "white", zorder=10)
+        size = 14 if k == 0 else 8
+        text = dict(fontsize=9, fontweight="bold", color="black", zorder=11,
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.7})
+        if z is None:
+            ax.plot([px], [py], linestyle="none", markersize=size, markeredgecolor="black", **style)
+            if name:
+                ax.annotate(name, (px, py), xytext=(6, 6), textcoords="offset points", **text)
+        else:
+            i, j = int(np.abs(x - px).argmin()), int(np.abs(y - py).argmin())
+            if np.ma.getmaskarray(z)[j, i]:
+                continue
+            pz = float(z[j, i])
+            ax.scatter([px], [py], [pz], marker=style["marker"], s=size**2, c=style["color"], edgecolors="black",
+                       depthshade=False, zorder=10)
+            if name:
+                ax.text(px, py, pz, f"  {name}", **text)
+        drawn += 1
+    return drawn

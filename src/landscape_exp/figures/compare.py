@@ -7,11 +7,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from landscape_exp.errors import UserError
-from landscape_exp.figures.base import NO_POINTS_TEXT, XLABEL_2D, YLABEL_2D, contour_levels, mask_invalid, new_figure
+from landscape_exp.figures.base import (
+    NO_POINTS_TEXT,
+    XLABEL_2D,
+    YLABEL_2D,
+    LevelSpec,
+    log10_masked,
+    mask_invalid,
+    new_figure,
+)
 
 if TYPE_CHECKING:
     from landscape_exp.compare import Run
@@ -68,18 +75,26 @@ def figure_overlay_1d(runs: Sequence[Run], *, metric: str = "train_loss", labels
 
 
 def figure_contour_grid(runs: Sequence[Run], *, metric: str = "train_loss", labels: Sequence[str] | None = None,
-                        vmin: float, vmax: float, vlevel: float, log: bool = False) -> Figure:
+                        levels: LevelSpec, log: bool = False) -> Figure:
     """One panel per run with a 2D surface: filled contours of ``metric`` on one shared colour
-    scale (levels ``contour_levels(vmin, vmax, vlevel, log)``, one colour bar), the checkpoint
-    starred at the centre."""
+    scale (one set of levels for all panels, chosen by ``levels`` from the values of every run
+    pooled, one colour bar), the checkpoint starred at the centre."""
     two_d = [r for r in runs if r.surface is not None and r.surface.get("y") is not None]
     if not two_d:
         raise UserError("no run has a 2D surface for a contour grid")
     labels = list(labels) if labels is not None else [r.name for r in two_d]
-    if metric.endswith("_acc"):  # percent: the single-run figures' fixed accuracy levels
-        vmin, vmax, vlevel, log = 0.0, 100.0, 5.0, False
-    levels = contour_levels(vmin, vmax, vlevel, log)
-    norm = Normalize(float(levels[0]), float(np.log10(vmax) if log else vmax))
+    if metric.endswith("_acc"):  # percent: as the single-run figures
+        levels, log = levels.for_percent(), False
+
+    def values(r: Run) -> np.ma.MaskedArray:
+        z = mask_invalid(r.surface[metric], r.surface.get("done"))
+        return log10_masked(z) if log else z
+
+    pooled = np.ma.concatenate([values(r).ravel() for r in two_d if metric in r.surface] or [np.ma.masked_all(1)])
+    scale = levels.scale(pooled, log=log, what=metric.replace("_", " "))
+    if scale.warning:
+        print(scale.warning)
+    levels_v, norm = scale.levels, scale.norm
     n = len(two_d)
     ncols = int(math.ceil(math.sqrt(n)))
     nrows = int(math.ceil(n / ncols))
@@ -98,16 +113,13 @@ def figure_contour_grid(runs: Sequence[Run], *, metric: str = "train_loss", labe
         if metric not in s:
             ax.text(0.5, 0.5, f"no {metric}", transform=ax.transAxes, ha="center")
             continue
-        z = mask_invalid(s[metric], s.get("done"))
-        if log:
-            bad = np.ma.getmaskarray(z) | ~(z.filled(np.nan) > 0)
-            z = np.ma.MaskedArray(np.log10(np.where(bad, 1.0, z.filled(1.0))), mask=bad)
+        z = values(r)
         x, y = np.asarray(s["x"], float), np.asarray(s["y"], float)
         if np.ma.getmaskarray(z).all():
             ax.text(0.5, 0.5, NO_POINTS_TEXT, transform=ax.transAxes, ha="center")
             continue
-        cs = ax.contourf(x, y, z, levels=levels, cmap="viridis", norm=norm, extend="both")
-        ax.contour(x, y, z, levels=levels, colors="k", linewidths=0.4, alpha=0.5)
+        cs = ax.contourf(x, y, z, levels=levels_v, cmap="viridis", norm=norm, extend="both")
+        ax.contour(x, y, z, levels=levels_v, colors="k", linewidths=0.4, alpha=0.5)
         mappable = cs
         if x[0] <= 0 <= x[-1] and y[0] <= 0 <= y[-1]:
             ax.plot([0], [0], marker="*", color="red", markeredgecolor="black", markersize=10, linestyle="none")

@@ -1,7 +1,12 @@
-"""Interactive 3D view of a 2D loss surface as one self-contained HTML file (plotly).
+"""Interactive 3D view of a 2D loss surface as an HTML file (plotly).
 
-The file embeds plotly.js (``include_plotlyjs=True``), so it opens offline, e.g. from a
-cluster's output directory copied to a laptop or from a W&B media panel.
+How the file gets plotly.js (``plot.html_plotlyjs``), never from a CDN, so results open offline:
+
+* ``inline``: embedded in every file (self-contained, about 5 MB each), e.g. for a cluster's
+  output directory copied to a laptop or a W&B media panel;
+* ``directory``: one ``plotly.min.js`` written beside the HTML files (once per directory) and
+  referenced by a relative ``<script src>``: a sweep stores it once per job directory; the HTML
+  opens offline as long as the two files stay together (W&B's copy of such a file cannot load it).
 """
 
 from __future__ import annotations
@@ -10,10 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
 
+from landscape_exp.errors import choice_error
 from landscape_exp.figures.base import XLABEL_2D, YLABEL_2D, surface_grid
+from landscape_exp.storage import atomic_path
 
-__all__ = ["figure_surface_html", "save_html"]
+__all__ = ["HTML_PLOTLYJS", "figure_surface_html", "save_html"]
+
+# plot.html_plotlyjs: where the HTML view gets plotly.js from ("none": no HTML view is written).
+HTML_PLOTLYJS: tuple[str, ...] = ("inline", "directory", "none")
 
 
 def _nan_to_none(values: np.ndarray) -> list:
@@ -74,9 +85,18 @@ def figure_surface_html(
     return fig
 
 
-def save_html(fig: go.Figure, path: Path | str) -> Path:
-    """Write ``fig`` to ``path`` as one HTML file with plotly.js embedded (parents are created)."""
+def save_html(fig: go.Figure, path: Path | str, *, plotlyjs: str) -> Path:
+    """Write ``fig`` to ``path`` (parents are created) with plotly.js ``inline`` (embedded) or in
+    the ``directory`` (``plotly.min.js`` beside it, written when missing, atomically)."""
+    if plotlyjs not in HTML_PLOTLYJS[:2]:
+        raise choice_error("plot.html_plotlyjs for an HTML file", plotlyjs, HTML_PLOTLYJS[:2])
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(out, include_plotlyjs=True, full_html=True, auto_open=False)
+    if plotlyjs == "directory":
+        bundle = out.parent / "plotly.min.js"
+        if not bundle.is_file():
+            with atomic_path(bundle, tag="plotly") as tmp:
+                Path(tmp).write_text(get_plotlyjs(), encoding="utf-8")
+    fig.write_html(out, include_plotlyjs="directory" if plotlyjs == "directory" else True, full_html=True,
+                   auto_open=False)
     return out

@@ -1,9 +1,10 @@
-"""Line figures: loss and accuracy along a 1D slice (``plot_1D.py``), and along connecting
-curves (mode connectivity)."""
+"""Line figures: loss and accuracy along a 1D slice (``plot_1D.py``), several slices overlaid
+with their mean and spread (``plot_1D.py --prefix``), and connecting curves (mode connectivity)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -14,7 +15,7 @@ from matplotlib.lines import Line2D
 from landscape_exp.errors import UserError, choice_error
 from landscape_exp.figures.base import coords, finite, mask_invalid, new_figure, no_points
 
-__all__ = ["METRICS_1D", "figure_1d", "figure_curves"]
+__all__ = ["METRICS_1D", "figure_1d", "figure_1d_overlay", "figure_curves"]
 
 METRICS_1D: tuple[str, ...] = ("train_loss", "test_loss", "train_acc", "test_acc")
 _SPLIT_STYLE = {"train": ("-", "Training"), "test": ("--", "Test")}
@@ -72,6 +73,7 @@ def figure_1d(
     loss_max: float | None = None,
     acc: bool = True,
     done: np.ndarray | None = None,
+    anchors: Mapping[str, float] | None = None,
 ) -> Figure:
     """Loss (left axis) and accuracy (right axis) along a 1D slice, like ``plot_1D.py``.
 
@@ -81,9 +83,12 @@ def figure_1d(
             Train is drawn solid, test dashed; loss blue, accuracy red.
         title, xlabel: text.
         log: log-scale loss axis (non-positive losses are masked).
-        loss_max: top of the loss axis (curves above it are clipped); None for automatic.
+        loss_max: top of the loss axis (curves above it are clipped); None for automatic. When
+            every loss lies above it (nothing would show), it is ignored with a printed warning.
         acc: draw the accuracy curves (right axis, 0..100 %).
         done: optional (n,) computed-points mask applied to every metric.
+        anchors: named positions marked by a vertical line (e.g. ``{"model 1": 0, "model 2": 1}``
+            on an interpolation), drawn where they lie inside the x range.
     """
     xa = coords(x, "x")
     n = xa.size
@@ -119,6 +124,10 @@ def figure_1d(
             loss_ax.set_yscale("log")
         handles += _draw_axis(loss_ax, xa, curves, loss_keys, "tab:blue", "loss", "Loss")
         valid = np.concatenate([curves[k][np.isfinite(curves[k])] for k in loss_keys])
+        if top is not None and valid.size and valid.min() >= top:
+            print(f"warning: the loss lies in [{valid.min():.4g}, {valid.max():.4g}], all above plot.loss_max={top:g}; "
+                  "the loss axis is not clipped")
+            top = None
         if log:
             if top is not None:
                 loss_ax.set_ylim(top=top)
@@ -134,9 +143,93 @@ def figure_1d(
         acc_ax.set_ylim(0, 100)
     if all(not np.isfinite(v).any() for k, v in curves.items() if k in loss_keys + acc_keys):
         no_points(ax1)
+    _mark_positions(ax1, xa, anchors)
     # Outside the axes: the legend never hides a curve.
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4),
                fontsize=8, frameon=False)
+    return fig
+
+
+def _mark_positions(ax: Axes, x: np.ndarray, anchors: Mapping[str, float] | None) -> None:
+    """A dotted vertical line for each anchor inside the x range, named on a top axis (clear of
+    the curves)."""
+    inside = {name: a for name, a in ((n, finite(a, f"anchor {n!r}")) for n, a in (anchors or {}).items())
+              if x.min() <= a <= x.max()}
+    if not inside:
+        return
+    for a in inside.values():
+        ax.axvline(a, color="0.3", linestyle=":", linewidth=1.2, zorder=1)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(list(inside.values()), labels=list(inside))
+    top.tick_params(length=3, labelsize=9)
+
+
+def figure_1d_overlay(
+    x: np.ndarray,
+    surfaces: Sequence[Mapping[str, np.ndarray]],
+    *,
+    title: str,
+    log: bool = False,
+    loss_max: float | None = None,
+) -> Figure:
+    """Several 1D slices along the same ``x`` (e.g. one per random direction, the original
+    ``plot_1D.py --prefix``) on one figure: each thin, their mean bold and their min-max band
+    shaded; loss (train solid, test dashed) on the left panel, accuracy on the right when every
+    surface has it.
+
+    Args:
+        x: the common coordinates, shape (n,).
+        surfaces: mappings with any of :data:`METRICS_1D` (each (n,)) and optionally ``done``;
+            -1/NaN/inf points are masked and left out of the mean and band.
+        title: figure title.
+        log: log-scale loss axis; loss_max: top of the loss axis (ignored when every loss lies
+            above it).
+    """
+    xa = coords(x, "x")
+    if len(surfaces) < 2:
+        raise UserError(f"an overlay needs at least 2 surfaces; got {len(surfaces)}")
+    common = [k for k in METRICS_1D if all(k in s for s in surfaces)]
+    losses, accs = [k for k in common if k.endswith("loss")], [k for k in common if k.endswith("acc")]
+    if not common:
+        raise UserError(f"the surfaces share none of the metrics {', '.join(METRICS_1D)}")
+    fig = new_figure((11.0, 4.6) if losses and accs else (6.4, 4.6))
+    panels = [p for p in (losses, accs) if p]
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    top = None if loss_max is None else finite(loss_max, "loss_max")
+    for ax, keys in zip(axes, panels):
+        lows = []
+        for k in keys:
+            colour, (ls, word) = ("tab:blue" if k in losses else "tab:red"), _SPLIT_STYLE[k.split("_")[0]]
+            stack = np.stack([_curve(s[k], xa.size, k, s.get("done")) for s in surfaces])
+            if log and k in losses:
+                stack = np.where(stack > 0, stack, np.nan)
+            for row in stack:
+                ax.plot(xa, row, color=colour, linestyle=ls, linewidth=0.6, alpha=0.45)
+            with warnings.catch_warnings():  # all-NaN columns: NaN, silently
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, lo, hi = np.nanmean(stack, 0), np.nanmin(stack, 0), np.nanmax(stack, 0)
+            quantity = "loss" if k in losses else "accuracy"
+            ax.fill_between(xa, lo, hi, color=colour, alpha=0.18, linewidth=0,
+                            label=f"{word} {quantity}: min-max of {len(surfaces)}")
+            ax.plot(xa, mean, color=colour, linestyle=ls, linewidth=2.0, label=f"{word} {quantity}: mean")
+            lows.append(np.nanmin(lo) if np.isfinite(lo).any() else np.nan)
+        ax.set_xlabel("alpha")
+        ax.set_xlim(xa.min(), xa.max())
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        if keys is accs:
+            ax.set_ylabel("Accuracy (%)")
+            ax.set_ylim(0, 100)
+            continue
+        ax.set_ylabel("Loss")
+        if log:
+            ax.set_yscale("log")
+        if top is not None and not all(v >= top for v in lows if np.isfinite(v)):  # else top would hide all
+            if log:
+                ax.set_ylim(top=top)
+            else:
+                ax.set_ylim(min(0.0, float(np.nanmin(lows))), top)
+    fig.suptitle(f"{title}\n{len(surfaces)} directions: each thin, mean bold, min-max shaded", fontsize=10)
     return fig
 
 

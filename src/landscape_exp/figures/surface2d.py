@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib as mpl
 import numpy as np
-from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from mpl_toolkits.mplot3d import Axes3D  # noqa: F401  (registers the "3d" projection)
@@ -19,15 +18,16 @@ from landscape_exp.figures.base import (
     NO_POINTS_TEXT,
     XLABEL_2D,
     YLABEL_2D,
-    contour_levels,
+    LevelSpec,
+    contour_lines,
+    level_colorbar,
+    draw_anchors,
     finite,
-    log10_masked,
     masked_note,
     new_figure,
     no_points,
+    prepared,
     save,
-    shade_masked,
-    surface_grid,
     with_suffix,
 )
 
@@ -43,34 +43,18 @@ KIND_SUFFIX = {
 }
 
 
-def _minimizer(minimizer: tuple[float, float] | None) -> tuple[float, float] | None:
-    """Validate the minimizer marker position."""
-    if minimizer is None:
-        return None
-    try:
-        mx, my = minimizer
-    except (TypeError, ValueError):
-        raise UserError(f"minimizer must be a pair (x, y) or None; got {minimizer!r}") from None
-    return finite(mx, "minimizer x"), finite(my, "minimizer y")
-
-
-def _inside(point: tuple[float, float], x: np.ndarray, y: np.ndarray) -> bool:
-    """Is the point inside the rectangle spanned by the grid?"""
-    return bool(x.min() <= point[0] <= x.max() and y.min() <= point[1] <= y.max())
-
-
-def _star(ax: Axes, point: tuple[float, float]) -> None:
-    """The minimizer marker on a 2D axes."""
-    ax.plot(
-        [point[0]],
-        [point[1]],
-        linestyle="none",
-        marker="*",
-        markersize=14,
-        markerfacecolor="red",
-        markeredgecolor="black",
-        zorder=5,
-    )
+def _anchors(minimizer: tuple[float, float] | None,
+             anchors: Mapping[str, tuple[float, float]] | None) -> dict[str, tuple[float, float]]:
+    """The points to mark: the unnamed minimizer star, or the named ``anchors`` (validated)."""
+    out: dict[str, tuple[float, float]] = {}
+    for name, point in (({"": minimizer} if minimizer is not None else {}) | dict(anchors or {})).items():
+        try:
+            px, py = point
+        except (TypeError, ValueError):
+            what = "minimizer" if not name else f"anchor {name!r}"
+            raise UserError(f"{what} must be a pair (x, y); got {point!r}") from None
+        out[name] = (finite(px, f"{name or 'minimizer'} x"), finite(py, f"{name or 'minimizer'} y"))
+    return out
 
 
 def figure_2d(
@@ -80,12 +64,11 @@ def figure_2d(
     z: np.ndarray,
     *,
     title: str,
+    levels: LevelSpec,
     zlabel: str = "train loss",
-    vmin: float = 0.1,
-    vmax: float = 10,
-    vlevel: float = 0.5,
     log: bool = False,
     minimizer: tuple[float, float] | None = (0.0, 0.0),
+    anchors: Mapping[str, tuple[float, float]] | None = None,
     done: np.ndarray | None = None,
 ) -> Figure:
     """Build (without saving) one 2D-surface figure; see :func:`save_2d` for the arguments.
@@ -94,22 +77,15 @@ def figure_2d(
     """
     if kind not in KINDS_2D:
         raise choice_error("2D plot kind", kind, KINDS_2D)
-    xa, ya, zm = surface_grid(x, y, z, done)
-    levels = contour_levels(vmin, vmax, vlevel, log)
-    star = _minimizer(minimizer)
-    if log:
-        zm = log10_masked(zm)
-        label = f"log10({zlabel})"
-        norm = Normalize(np.log10(float(vmin)), np.log10(float(vmax)))
-    else:
-        label = zlabel
-        norm = Normalize(float(vmin), float(vmax))
+    xa, ya, zm, label = prepared(x, y, z, done, log, zlabel)
+    marks = _anchors(minimizer, anchors)
+    scale = levels.scale(zm, log=log, what=zlabel)
     mask = np.ma.getmaskarray(zm)
     empty = bool(mask.all())
 
     fig = new_figure()
     if kind == "surface3d":
-        # computed_zorder=False: the minimizer star is drawn over the surface, not hidden.
+        # computed_zorder=False: the markers are drawn over the surface, not hidden.
         ax = fig.add_subplot(projection="3d", computed_zorder=False)
     else:
         ax = fig.add_subplot()
@@ -127,50 +103,36 @@ def figure_2d(
         return fig
 
     if kind == "contour":
-        shade_masked(ax, xa, ya, mask)
-        cs = ax.contour(xa, ya, zm, levels=levels, cmap="viridis", linewidths=1.0)
-        ax.clabel(cs, inline=True, fontsize=8, fmt="%.3g")
-        fig.colorbar(cs, ax=ax, label=label)
+        contour_lines(fig, ax, xa, ya, zm, scale, label, avoid=list(marks.values()))
     elif kind == "contourf":
         # Holes left by contourf around masked points are not cell-shaped: grey background.
         if mask.any():
             ax.set_facecolor(MASK_GREY)
-        # extend="both": values beyond [vmin, vmax) are coloured, not left blank.
-        cs = ax.contourf(xa, ya, zm, levels=levels, cmap="viridis", extend="both")
-        fig.colorbar(cs, ax=ax, label=label)
+        # extend="both": values beyond the levels are coloured, not left blank.
+        cs = ax.contourf(xa, ya, zm, levels=scale.levels, cmap="viridis", norm=scale.norm, extend="both")
+        level_colorbar(fig, cs, ax, label, scale.levels)
     elif kind == "heatmap":
         cmap = mpl.colormaps["viridis"].with_extremes(bad=MASK_GREY)
         # "nearest": one cell centred on each grid point, right for non-uniform grids too,
         # and the origin is at the bottom-left (the original inverted seaborn's y axis).
-        mesh = ax.pcolormesh(xa, ya, zm, cmap=cmap, norm=norm, shading="nearest")
+        mesh = ax.pcolormesh(xa, ya, zm, cmap=cmap, norm=scale.norm, shading="nearest")
         fig.colorbar(mesh, ax=ax, label=label, extend="both")
         ax.set_xlim(*_cell_edges(xa))
         ax.set_ylim(*_cell_edges(ya))
-    else:  # surface3d
+    else:  # surface3d: colour is height, over the data's own range (as the z axis)
         xx, yy = np.meshgrid(xa, ya)
-        surf = ax.plot_surface(
-            xx,
-            yy,
-            zm.filled(np.nan),
-            cmap="coolwarm",
-            norm=norm,
-            linewidth=0,
-            antialiased=False,
-        )
+        lo, hi = float(zm.min()), float(zm.max())
+        norm = Normalize(lo, hi if hi > lo else lo + 1.0)
+        surf = ax.plot_surface(xx, yy, zm.filled(np.nan), cmap="coolwarm", norm=norm, linewidth=0,
+                               antialiased=False)
         ax.set_zlabel(label)
         fig.colorbar(surf, ax=ax, shrink=0.6, aspect=12, pad=0.12, label=label)
-        if star is not None and _inside(star, xa, ya):
-            i = int(np.abs(xa - star[0]).argmin())
-            j = int(np.abs(ya - star[1]).argmin())
-            if not mask[j, i]:
-                ax.scatter(
-                    [star[0]], [star[1]], [float(zm[j, i])], marker="*", s=180,
-                    c="red", edgecolors="black", depthshade=False, zorder=10,
-                )
+        draw_anchors(ax, marks, xa, ya, zm)
         return fig
-
-    if star is not None and _inside(star, xa, ya):
-        _star(ax, star)
+    draw_anchors(ax, marks, xa, ya)
+    if scale.note:  # said on the figure too: a blank or one-colour panel is explained where it is seen
+        ax.text(0.5, 0.03, scale.note, transform=ax.transAxes, ha="center", va="bottom", fontsize=8, zorder=12,
+                bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.6", "alpha": 0.9})
     return fig
 
 
@@ -186,6 +148,7 @@ def save_2d(
     z: np.ndarray,
     out_stem: Path | str,
     *,
+    levels: LevelSpec,
     kinds: Sequence[str] = KINDS_2D,
     **figure_kw: Any,
 ) -> list[Path]:
@@ -197,19 +160,27 @@ def save_2d(
         out_stem: writes ``<stem>_contour``, ``<stem>_contourf``, ``<stem>_heatmap``,
             ``<stem>_3dsurface`` (each ``.png`` and ``.pdf``) for the requested ``kinds``.
         kinds: a subset of ``("contour", "contourf", "heatmap", "surface3d")``.
-        figure_kw: :func:`figure_2d`'s keywords: ``title``, ``zlabel``, ``vmin``, ``vmax``,
-            ``vlevel`` (contour levels ``np.arange(vmin, vmax, vlevel)`` and the colour range;
-            see :func:`contour_levels` for ``log``), ``log`` (plot log10 z), ``minimizer``
-            (the star, drawn only inside the grid; None for none), ``done`` (computed-points
-            mask, see :func:`mask_invalid`).
+        figure_kw: :func:`figure_2d`'s keywords: ``title``, ``zlabel``, ``levels`` (a
+            :class:`~landscape_exp.figures.base.LevelSpec`: the paper's fixed
+            ``arange(vmin, vmax, vlevel)`` or levels from the data; the 3D colour range is
+            always the data's), ``log`` (plot log10 z), ``minimizer`` (the star, drawn only
+            inside the grid; None for none), ``anchors`` (named points, e.g. the models of a
+            plane), ``done`` (computed-points mask, see :func:`mask_invalid`).
 
     Returns:
-        The written paths, png then pdf for each kind in order.
+        The written paths, png then pdf for each kind in order. When the data lies outside
+        fixed levels a one-line warning is printed (once, not per kind).
     """
     for kind in kinds:  # all checked before any file is written
         if kind not in KINDS_2D:
             raise choice_error("2D plot kind", kind, KINDS_2D)
+    zlabel = figure_kw.get("zlabel", "train loss")
+    log = bool(figure_kw.get("log", False))
+    _, _, zm, _ = prepared(x, y, z, figure_kw.get("done"), log, zlabel)
+    warning = levels.scale(zm, log=log, what=zlabel).warning
+    if warning:
+        print(warning)
     written: list[Path] = []
     for kind in dict.fromkeys(kinds):  # de-duplicate, keep order
-        written += save(figure_2d(kind, x, y, z, **figure_kw), with_suffix(out_stem, KIND_SUFFIX[kind]))
+        written += save(figure_2d(kind, x, y, z, levels=levels, **figure_kw), with_suffix(out_stem, KIND_SUFFIX[kind]))
     return written

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from landscape_exp.errors import UserError
-from landscape_exp.figures.base import (
-    contour_levels,
-    log10_masked,
-    masked_note,
-    new_figure,
-    no_points,
-    shade_masked,
-    surface_grid,
-)
+from landscape_exp.figures.base import LevelSpec, contour_lines, masked_note, new_figure, no_points, prepared
 
 if TYPE_CHECKING:
     from landscape_exp.settings import PlotSettings
@@ -37,11 +30,9 @@ def figure_path_on_contour(
     title: str,
     xlabel: str,
     ylabel: str,
+    levels: LevelSpec,
     labels: Sequence[str] | None = None,
     zlabel: str = "loss",
-    vmin: float = 0.1,
-    vmax: float = 10,
-    vlevel: float = 0.5,
     log: bool = False,
     done: np.ndarray | None = None,
 ) -> Figure:
@@ -56,11 +47,12 @@ def figure_path_on_contour(
         labels: optional k texts (e.g. epochs) written next to the path points; use ""
             to leave a point unlabelled.
         zlabel: what z is (colour-bar label).
-        vmin, vmax, vlevel, log: contour levels, see :func:`contour_levels`.
+        levels: how the contour levels are chosen (from the data: log-spaced levels keep the
+            late epochs near the minimum apart), see :class:`~landscape_exp.figures.base.LevelSpec`.
+        log: contour log10 z.
         done: optional computed-points mask for ``z``.
     """
-    xa, ya, zm = surface_grid(x, y, z, done)
-    levels = contour_levels(vmin, vmax, vlevel, log)
+    xa, ya, zm, label = prepared(x, y, z, done, log, zlabel)
     path = np.asarray(path_xy, dtype=np.float64)
     if path.ndim != 2 or path.shape[1] != 2 or path.shape[0] < 1:
         raise UserError(f"path_xy must have shape (k, 2) with k >= 1; got {path.shape}")
@@ -68,28 +60,24 @@ def figure_path_on_contour(
         raise UserError(
             f"got {len(labels)} path labels for {path.shape[0]} path points; they must match"
         )
-    label = zlabel
-    if log:
-        zm = log10_masked(zm)
-        label = f"log10({zlabel})"
     mask = np.ma.getmaskarray(zm)
+    scale = levels.scale(zm, log=log, what=zlabel)
+    if scale.warning:
+        print(scale.warning)
+    ok = np.all(np.isfinite(path), axis=1)
+    pts = path[ok]
 
     fig = new_figure()
     ax = fig.add_subplot()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if mask.all():
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
         no_points(ax)
     else:
-        ax.set_title(title + masked_note(mask))
-        shade_masked(ax, xa, ya, mask)
-        cs = ax.contour(xa, ya, zm, levels=levels, cmap="viridis", linewidths=1.0)
-        ax.clabel(cs, inline=True, fontsize=7, fmt="%.3g")
-        fig.colorbar(cs, ax=ax, label=label)
+        ax.set_title(title + masked_note(mask), fontsize=10)
+        contour_lines(fig, ax, xa, ya, zm, scale, label, avoid=[tuple(p) for p in pts])  # no label on the path
 
-    ok = np.all(np.isfinite(path), axis=1)
-    pts = path[ok]
     if pts.size:
         ax.plot(pts[:, 0], pts[:, 1], "-", color="tab:red", marker=".", markersize=5,
                 linewidth=1.2, label="path", zorder=4)
@@ -146,13 +134,15 @@ def figure_trajectory(
     ylabel: str,
 ) -> Figure:
     """The trajectory figure of task=trajectory: ``surface[z_key]`` contoured with the levels of
-    ``plot`` (``vmax`` lowered by :func:`contour_vmax`), the path with sparse epoch labels."""
-    vmin, vlevel = float(plot.vmin), float(plot.vlevel)
-    vmax = contour_vmax(surface[z_key], surface["done"], vmin, float(plot.vmax))
-    if not vmax - vmin >= vlevel:  # fewer than two levels: fall back to the configured range
-        vmax = float(plot.vmax)
+    ``plot`` (from the data, or fixed with ``vmax`` lowered by :func:`contour_vmax`), the path
+    with sparse epoch labels."""
+    spec = LevelSpec.from_plot(plot)
+    if spec.mode == "fixed":
+        vmax = contour_vmax(surface[z_key], surface["done"], spec.vmin, spec.vmax)
+        if vmax - spec.vmin >= spec.vlevel:  # else fewer than two levels: keep the configured range
+            spec = replace(spec, vmax=vmax)
     return figure_path_on_contour(
         surface["x"], surface["y"], surface[z_key], path_xy, title=title, xlabel=xlabel, ylabel=ylabel,
         labels=path_labels(list(epochs), path_xy, surface["x"], surface["y"]), zlabel=z_key.replace("_", " "),
-        vmin=vmin, vmax=vmax, vlevel=vlevel, log=bool(plot.log), done=surface["done"],
+        levels=spec, log=bool(plot.log), done=surface["done"],
     )

@@ -20,6 +20,11 @@ Layout of the file:
   (1/0) marks them for a Threshold filter.
 * PointData ``zvalue`` (the transformed values), ``valid``; CellData ``averaged zvalue``
   (mean of each quad's four corners), as in the original.
+* ``interp=N`` (``plot.vtp_interp``, the original's ``--interp N``): the surface is first
+  resampled onto N x N points spanning the same rectangle by a bicubic spline
+  (:func:`upsample`; the original's ``scipy.interpolate.interp2d(kind='cubic')`` no longer
+  exists), before the clipping and the log. Fine points in a coarse cell with a masked corner
+  are masked.
 """
 
 from __future__ import annotations
@@ -31,10 +36,44 @@ import numpy as np
 from landscape_exp.errors import UserError
 from landscape_exp.figures.base import mask_invalid, surface_grid
 
-__all__ = ["LOG_OFFSET", "export_vtp", "grid_quads", "vtp_values"]
+__all__ = ["LOG_OFFSET", "MAX_VTP_INTERP", "export_vtp", "grid_quads", "upsample", "vtp_values"]
 
 # ln(z + LOG_OFFSET): the original h52vtp.py's log transform.
 LOG_OFFSET = 0.1
+# Largest interp: 1000 x 1000 points are already a ~100 MB ASCII file.
+MAX_VTP_INTERP = 1000
+
+
+def upsample(x: np.ndarray, y: np.ndarray, zm: np.ma.MaskedArray, num: int) -> tuple[np.ndarray, np.ndarray, np.ma.MaskedArray]:
+    """``zm`` (ny, nx) on ``x``, ``y`` resampled onto ``num`` evenly spaced points per axis over
+    the same ranges: a bicubic interpolating spline (lower degree on an axis with fewer than 4
+    points). Masked points are filled from their nearest valid neighbours for the fit, and every
+    fine point inside a coarse cell with a masked corner is masked."""
+    from scipy.interpolate import RectBivariateSpline, RegularGridInterpolator
+
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or not 2 <= num <= MAX_VTP_INTERP:
+        raise UserError(f"vtp interp={num!r} must be 2..{MAX_VTP_INTERP} points per axis (0 = off)")
+    mask = np.ma.getmaskarray(zm)
+    if mask.all():
+        raise UserError("nothing to interpolate: no computed points")
+    xo, yo = np.argsort(x), np.argsort(y)  # the spline wants increasing coordinates
+    xs, ys = x[xo], y[yo]
+    data, bad = zm.filled(np.nan)[np.ix_(yo, xo)], mask[np.ix_(yo, xo)]
+    if bad.any():  # nearest valid value, so the spline has no holes to fit through
+        jj, ii = np.nonzero(~bad)
+        for j, i in zip(*np.nonzero(bad)):
+            k = int(np.argmin((jj - j) ** 2 + (ii - i) ** 2))
+            data[j, i] = data[jj[k], ii[k]]
+    spline = RectBivariateSpline(xs, ys, data.T, kx=min(3, xs.size - 1), ky=min(3, ys.size - 1))
+    xf, yf = np.linspace(xs[0], xs[-1], num), np.linspace(ys[0], ys[-1], num)
+    fine = spline(xf, yf).T  # (num y, num x)
+    if bad.any():
+        near_bad = RegularGridInterpolator((ys, xs), bad.astype(float), method="linear")
+        yy, xx = np.meshgrid(yf, xf, indexing="ij")
+        fine_bad = near_bad(np.stack([yy.ravel(), xx.ravel()], axis=1)).reshape(num, num) > 0
+    else:
+        fine_bad = np.zeros((num, num), bool)
+    return xf, yf, np.ma.MaskedArray(np.where(fine_bad, np.nan, fine), mask=fine_bad)
 
 
 def vtp_values(
@@ -115,6 +154,7 @@ def export_vtp(
     zmax: float | None = None,
     scale_z: float = 1.0,
     done: np.ndarray | None = None,
+    interp: int = 0,
 ) -> Path:
     """Write a 2D surface as a ``.vtp`` file for ParaView (see the module docstring).
 
@@ -127,11 +167,15 @@ def export_vtp(
         scale_z: multiply the point heights (not the ``zvalue`` data) by this, to make a
             flat landscape visible next to x/y ranges of order 1.
         done: optional computed-points mask, see :func:`landscape_exp.figures.base.mask_invalid`.
+        interp: 0, or resample onto ``interp`` x ``interp`` points first (:func:`upsample`).
 
     Returns:
         ``path``.
     """
-    xa, ya, _ = surface_grid(x, y, z, done)
+    xa, ya, zm = surface_grid(x, y, z, done)
+    if interp and not np.ma.getmaskarray(zm).all():  # nothing computed yet: nothing to resample
+        xa, ya, zm = upsample(xa, ya, zm, interp)
+        z, done = zm.filled(np.nan), ~np.ma.getmaskarray(zm)
     if zmax is not None:
         if not isinstance(zmax, (int, float, np.number)) or not np.isfinite(zmax):
             raise UserError(f"zmax must be a finite number or None; got {zmax!r}")
