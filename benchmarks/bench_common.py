@@ -1,7 +1,9 @@
-"""What the benchmark scripts share: the model they time and a device sync for honest timing."""
+"""What the benchmark scripts share: the model they time, a device sync for honest timing, the
+configured defaults and what the machine is (CPU features, load)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -10,6 +12,7 @@ from torch import nn
 
 from landscape_exp.data import ImageDataset
 from landscape_exp.models import build_model
+from landscape_exp.precision import Precision, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,3 +39,40 @@ def bench_model(name: str, checkpoint: str | None, ds: ImageDataset, seed: int, 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def configured_defaults(device: torch.device) -> tuple[Precision, dict[str, int]]:
+    """The precision a run gets by default on ``device`` (conf/precision/auto.yaml) and the
+    per-device evaluation batch sizes (``eval.device_batch_size`` of conf/config.yaml)."""
+    p = OmegaConf.load(ROOT / "conf" / "precision" / "auto.yaml")
+    cfg = OmegaConf.load(ROOT / "conf" / "config.yaml")
+    per_device = {str(k): int(v) for k, v in cfg.eval.device_batch_size.items()}
+    return resolve_precision(p.mode, p.channels_last, p.compile, device, fold_bn=p.fold_bn), per_device
+
+
+def cpu_features() -> str:
+    """The CPU's model and its bf16 units, as /proc/cpuinfo and torch see them."""
+    model, flags = platform_cpu()
+    wanted = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{model}; {', '.join(wanted) or 'no AVX-512/AMX'}; torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+
+
+def platform_cpu() -> tuple[str, set[str]]:
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages (``uptime``)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []

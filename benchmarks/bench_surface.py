@@ -1,198 +1,422 @@
 #!/usr/bin/env python
-"""Surface evaluation: the original tool's algorithm against this engine, side by side.
+"""Surface speed: the original tool's evaluation loop against this engine, side by side.
 
-Times, in one run, on the same model, data and grid points:
-  (a) ``naive``: the original loss-landscape code path -- a torch Dataset with per-sample
-      transforms (ToTensor + Normalize) behind a DataLoader at batch 128, ``.item()`` per batch,
-      and the weights set from host tensors at every point (``p.data = w + d``), fp32;
-  (b) this engine (device-resident uint8 data normalized on the fly, large batches, sums kept on
-      the device, fused in-place weight updates) in each requested precision mode, optionally
-      with several points per pass (vmap).
-Prints points per second, the speed-up over (a) and the relative loss error against (a), and
-writes a JSON record.
+Times, in one run, on the same model, weights, images, directions and grid points:
 
-  python benchmarks/bench_surface.py                                   # CPU, LeNet on digits
-  python benchmarks/bench_surface.py --model resnet56 --num-samples 50000 --points 6 \\
-      --device cuda --precision fp32,tf32,bf16 --compile                # the GPU measurement
+  reference  the original loss-landscape loop (plot_surface.py crunch -> net_plotter.set_weights ->
+             evaluation.eval_loss): torchvision's CIFAR10 dataset class reading CIFAR-10 pickle files
+             (``cifar-10-batches-py``, written here with random images), ToTensor + Normalize,
+             DataLoader(batch 128, 2 workers, shuffle=False), model.eval(), ``p.data = w + d`` from
+             host tensors at every point, ``.item()`` per batch, default TF32 settings;
+  engine     surface.measures.LossMeasure, the code path of ``task=surface2d``, in each variant
+             (batch size, BatchNorm folding, channels_last, bf16, torch.compile).
+
+Variants rotate in rounds (reference, v1, v2, ..., reference, v1, ...), so a disturbance of the
+shared machine hits every variant alike; each variant's seconds per point is its best round.
+Printed and written to JSON: seconds per point, the speed-up over the reference, the largest
+relative loss error against the reference, the load average before and after, and a batch-size
+sweep of the forward pass. ``--bookkeeping-grid N`` also times the per-point bookkeeping
+(journal, HDF5 replace, progress) on an N x N grid of a tiny model, at its start and its end.
+
+  python benchmarks/bench_surface.py                                  # CPU: ResNet-20 and ResNet-56
+  python benchmarks/bench_surface.py --model resnet56 --num-samples 50000 --points 6 --rounds 1 \\
+      --device cuda --variants previous,fp32,tf32,bf16,bf16_compile --json resnet56_gpu.json   # GPU form
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
+import pickle
 import platform
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torchvision
 import torchvision.transforms as T
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/bench_common.py
 
-from bench_common import bench_model, sync  # noqa: E402
+from bench_common import bench_model, configured_defaults, cpu_features, load_average, sync  # noqa: E402
 
-from landscape_exp.data import DeviceData, ImageSplit, load_dataset  # noqa: E402
+from landscape_exp.data import DeviceData, ImageDataset, ImageSplit  # noqa: E402
 from landscape_exp.directions import create_random_direction, snapshot  # noqa: E402
-from landscape_exp.evaluation import evaluate_points_sums, evaluate_sums  # noqa: E402
+from landscape_exp.evaluation import evaluate_sums  # noqa: E402
 from landscape_exp.precision import Precision  # noqa: E402
+from landscape_exp.resources import cpu_threads  # noqa: E402
+from landscape_exp.surface.measures import LossMeasure  # noqa: E402
 from landscape_exp.surface.weight_space import WeightSpace  # noqa: E402
 
-
-class PerSampleDataset(torch.utils.data.Dataset):
-    """What torchvision's CIFAR10 + transforms does: one HWC uint8 image at a time."""
-
-    def __init__(self, split: ImageSplit, mean: tuple[float, ...], std: tuple[float, ...]):
-        self.images = split.images.permute(0, 2, 3, 1).numpy()  # HWC, as torchvision keeps it
-        self.targets = split.targets.tolist()
-        self.transform = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int):
-        return self.transform(self.images[i]), self.targets[i]
+# The original tool's CIFAR-10 normalization (cifar10/dataloader.py).
+CIFAR_MEAN = tuple(x / 255.0 for x in (125.3, 123.0, 113.9))
+CIFAR_STD = tuple(x / 255.0 for x in (63.0, 62.1, 66.7))
+PREVIOUS_BATCH = 1024  # the engine's CPU batch before issue 16
 
 
-def naive_surface(model, weights, dx, dy, points, loader, device) -> tuple[list[float], float]:
-    """The original evaluation loop (net_plotter.set_weights + evaluation.eval_loss)."""
-    criterion = torch.nn.CrossEntropyLoss()
-    host_dx = [d.cpu() for d in dx]
-    host_dy = [d.cpu() for d in dy]
+# -- the reference ---------------------------------------------------------------------------------
+
+def write_cifar_files(root: Path, num_train: int, num_test: int, seed: int) -> Path:
+    """CIFAR-10's python layout under ``root/cifar-10-batches-py`` (data_batch_1..5, test_batch,
+    batches.meta: pickled dicts, 3072 uint8 values per image in CHW order), random images."""
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    def batch(name: str, n: int, label: str) -> None:
+        entry = {"batch_label": label, "labels": rng.integers(0, 10, n).tolist(),
+                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "filenames": [f"{name}_{i}.png" for i in range(n)]}
+        with open(base / name, "wb") as f:
+            pickle.dump(entry, f)
+
+    sizes = [len(a) for a in np.array_split(np.arange(num_train), 5)]
+    for i, n in enumerate(sizes, 1):
+        batch(f"data_batch_{i}", n, f"training batch {i} of 5")
+    batch("test_batch", num_test, "testing batch 1 of 1")
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"num_cases_per_batch": sizes[0], "num_vis": 3072,
+                     "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}, f)
+    return root
+
+
+class LocalCIFAR10(torchvision.datasets.CIFAR10):
+    """torchvision's CIFAR10 over files written by :func:`write_cifar_files`. The class checks
+    every file's md5 in its constructor (``download=False`` too), so the real files' checksums are
+    replaced by None (the files must exist); loading, PIL conversion and transforms are torchvision's."""
+
+    train_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.test_list]
+    meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
+
+
+def reference_loader(root: Path, device: torch.device, batch_size: int = 128, workers: int = 2) -> torch.utils.data.DataLoader:
+    """The original's train loader (cifar10/dataloader.py): ToTensor + Normalize, no shuffle."""
+    transform = T.Compose([T.ToTensor(), T.Normalize(mean=CIFAR_MEAN, std=CIFAR_STD)])
+    trainset = LocalCIFAR10(root=str(root), train=True, download=False, transform=transform)
+    return torch.utils.data.DataLoader(trainset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                       pin_memory=device.type == "cuda")
+
+
+def reference_surface(net: nn.Module, weights: Sequence[torch.Tensor], directions: Sequence[Sequence[torch.Tensor]],
+                      points: Sequence[tuple[float, float]], loader: Any, device: torch.device,
+                      accuracies: list[float] | None = None) -> list[float]:
+    """plot_surface.crunch's loop: set_weights from host directions, then eval_loss per point.
+    Returns the losses; the accuracies (percent) go to ``accuracies`` when given."""
+    criterion = nn.CrossEntropyLoss()
+    dx, dy = ([d.cpu() for d in ds] for ds in directions)  # the original keeps directions on the host
     losses = []
-    t0 = time.perf_counter()
-    for a, b in points:
-        changes = [d0 * a + d1 * b for d0, d1 in zip(host_dx, host_dy)]  # on the host
-        with torch.no_grad():
-            for p, w, d in zip(model.parameters(), weights, changes):
-                p.data = w + d.to(w.device)
-        total_loss, total = 0.0, 0
+    for coord in points:
+        changes = [d0 * coord[0] + d1 * coord[1] for d0, d1 in zip(dx, dy)]  # net_plotter.set_weights
+        for p, w, d in zip(net.parameters(), weights, changes):
+            p.data = w + d.to(w.device, w.dtype)
+        correct, total_loss, total = 0, 0.0, 0  # evaluation.eval_loss
+        net.eval()
         with torch.no_grad():
             for inputs, targets in loader:
-                bs = inputs.size(0)
-                total += bs
+                batch_size = inputs.size(0)
+                total += batch_size
                 inputs, targets = inputs.to(device), targets.to(device)
-                outputs = model(inputs)
-                total_loss += criterion(outputs, targets).item() * bs
-                outputs.max(1)[1].eq(targets).sum().item()
+                outputs = net(inputs)
+                loss = criterion(outputs, targets)
+                total_loss += loss.item() * batch_size
+                _, predicted = torch.max(outputs.data, 1)
+                correct += predicted.eq(targets).sum().item()
         losses.append(total_loss / total)
-    return losses, time.perf_counter() - t0
+        if accuracies is not None:
+            accuracies.append(100.0 * correct / total)
+    return losses
 
 
-def engine_surface(model, space, points, data, precision, batch_size, ppp, device, forward=None) -> tuple[list[float], float]:
-    fwd = forward or model
-    # one warm-up point (cuDNN autotune, compile) outside the timing
-    space.move_to(points[0])
-    evaluate_sums(fwd, data, batch_size=batch_size, precision=precision)
-    sync(device)
-    losses: list[float] = []
+# -- the engine ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    mode: str = "fp32"
+    fold_bn: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    previous_batch: bool = False  # batch 1024, the CPU default before issue 16
+    autocast: bool = False  # bf16 as before issue 16: autocast over the fp32 model
+
+
+VARIANTS = {
+    "previous": Variant("engine fp32, batch 1024 (before)", previous_batch=True),
+    "fp32": Variant("engine fp32"),
+    "fold": Variant("engine fp32 +fold", fold_bn=True),
+    "cl": Variant("engine fp32 +channels_last", channels_last=True),
+    "fold_cl": Variant("engine fp32 +fold +channels_last", fold_bn=True, channels_last=True),
+    "fold_cl_compile": Variant("engine fp32 +fold +cl +compile", fold_bn=True, channels_last=True, compile=True),
+    "tf32": Variant("engine tf32 +fold +channels_last", "tf32", fold_bn=True, channels_last=True),
+    "bf16_before": Variant("engine bf16 autocast, batch 1024 (before)", "bf16", previous_batch=True, autocast=True),
+    "bf16": Variant("engine bf16 +fold +channels_last", "bf16", fold_bn=True, channels_last=True),
+    "bf16_compile": Variant("engine bf16 +fold +cl +compile", "bf16", fold_bn=True, channels_last=True, compile=True),
+}
+CPU_VARIANTS = "previous,fp32,fold,cl,fold_cl,fold_cl_compile,bf16_before,bf16,bf16_compile"
+
+
+class PointList:
+    """``grid.point(k)`` for a list of points (what LossMeasure.points asks of a grid)."""
+
+    def __init__(self, points: Sequence[tuple[float, float]]):
+        self.points = list(points)
+
+    def point(self, k: int) -> tuple[float, float]:
+        return self.points[k]
+
+
+class EngineRun:
+    """One variant, built once: its own copy of the model moved by a WeightSpace, its measure."""
+
+    def __init__(self, v: Variant, model: nn.Module, split: ImageSplit, dirs: list, batch: int, device: torch.device,
+                 configured: Precision):
+        self.v, self.device = v, device
+        self.model = copy.deepcopy(model)
+        if v.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.space = WeightSpace(self.model, "weights", dirs)
+        self.data = DeviceData(split, CIFAR_MEAN, CIFAR_STD, device, channels_last=v.channels_last)
+        self.batch = PREVIOUS_BATCH if v.previous_batch else batch
+        self.precision = Precision(v.mode, v.channels_last, v.compile, v.fold_bn)
+        self.default = (not v.previous_batch and not v.autocast and self.precision == configured)
+        if not v.autocast:
+            self.measure = LossMeasure(self.model, {"train": self.data}, "crossentropy", self.batch, self.precision, (1, 0))
+
+    def losses(self, points: Sequence[tuple[float, float]]) -> list[float]:
+        out = []
+        if self.v.autocast:
+            for pt in points:
+                self.space.move_to(pt)
+                total, _ = evaluate_sums(self.model, self.data, batch_size=self.batch, precision=self.precision)
+                out.append(float(total) / len(self.data))
+        else:
+            out = [vals["train_loss"] for _, vals in self.measure.points(self.space, PointList(points), list(range(len(points))))]
+        sync(self.device)
+        self.space.restore()
+        return out
+
+
+# -- measurements ----------------------------------------------------------------------------------
+
+def timed(fn: Callable[[], list[float]]) -> tuple[list[float], float]:
     t0 = time.perf_counter()
-    if ppp <= 1:
-        for pt in points:
-            space.move_to(pt)
-            total, _ = evaluate_sums(fwd, data, batch_size=batch_size, precision=precision)
-            losses.append(float(total) / len(data))
-    else:
-        for s in range(0, len(points), ppp):
-            coeffs = torch.tensor(points[s : s + ppp], dtype=torch.float64)
-            total, _ = evaluate_points_sums(model, space.stacked_points(coeffs), data, batch_size=batch_size, precision=precision)
-            losses += (total / len(data)).tolist()
-    sync(device)
-    dt = time.perf_counter() - t0
-    space.restore()
-    return losses, dt
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def calibrate_batchnorm(model: nn.Module, split: ImageSplit, device: torch.device) -> None:
+    """BatchNorm running statistics from the data (cumulative average in train mode), as a trained
+    network has them, so folding and the losses are tested away from the identity statistics of
+    a fresh init."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    data = DeviceData(split, CIFAR_MEAN, CIFAR_STD, device)
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for x, _ in data.batches(256):
+            model(x)
+    for m in norms:
+        m.momentum = 0.1
+    model.eval()
+
+
+def batch_sweep(model: nn.Module, split: ImageSplit, sizes: Sequence[int], device: torch.device, rounds: int = 2) -> dict[int, float]:
+    """Seconds of one fp32 forward pass over the split per batch size (BatchNorm folded, channels_last)."""
+    m = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    measure = LossMeasure(m, {}, "crossentropy", 1, Precision("fp32", True, False, True), (1, 0))
+    data = DeviceData(split, CIFAR_MEAN, CIFAR_STD, device, channels_last=True)
+    best = {b: float("inf") for b in sizes}
+    for r in range(rounds + 1):
+        for b in sizes:
+            t0 = time.perf_counter()
+            evaluate_sums(measure.forward, data, batch_size=b)
+            sync(device)
+            if r:  # round 0 warms up
+                best[b] = min(best[b], time.perf_counter() - t0)
+    return best
+
+
+def bench_model_on_cpu_or_gpu(name: str, args: argparse.Namespace, root: Path, device: torch.device, points_n: int,
+                              rounds: int, configured: tuple[Precision, dict[str, int]]) -> dict[str, Any]:
+    loader = reference_loader(root, device, args.ref_batch_size, args.workers)
+    tv = loader.dataset
+    split = ImageSplit(torch.from_numpy(np.ascontiguousarray(tv.data.transpose(0, 3, 1, 2))),
+                       torch.tensor(tv.targets, dtype=torch.int64))
+    ds = ImageDataset("cifar10-format", split, split, 10, CIFAR_MEAN, CIFAR_STD)
+    model = bench_model(name, args.checkpoint, ds, args.seed, device)
+    if not args.checkpoint:
+        calibrate_batchnorm(model, split, device)
+    weights = snapshot(model, "weights")
+    dirs = [create_random_direction(weights, seed=1), create_random_direction(weights, seed=2)]
+    rng = np.random.default_rng(args.seed)
+    points = [(0.0, 0.0)] + [tuple(float(v) for v in rng.uniform(-1, 1, 2)) for _ in range(points_n - 1)]
+    precision, per_device = configured
+    batch = args.batch_size or per_device.get(device.type, per_device["cpu"])
+
+    ref_model = copy.deepcopy(model)
+    ref_weights = [p.data for p in ref_model.parameters()]  # net_plotter.get_weights
+    print(f"\n{name}: {len(split)} images (CIFAR-10 files, random pixels), {len(points)} points x {rounds} rounds, "
+          f"device {device}, {torch.get_num_threads()} threads, engine batch {batch}", flush=True)
+    keys = [k for k in args.variants if not VARIANTS[k].compile or name in args.compile_models]
+    runs = {key: EngineRun(VARIANTS[key], model, split, dirs, batch, device, precision) for key in keys}
+    timings: dict[str, list[float]] = {"reference": [], **{k: [] for k in runs}}
+    losses: dict[str, list[float]] = {}
+    compile_s: dict[str, float] = {}
+    for r in range(rounds):
+        if r == 0:  # warm-ups outside the timing: loader start, first-touch, compilation
+            reference_surface(ref_model, ref_weights, dirs, points[:1], loader, device)
+        losses["reference"], dt = timed(lambda: reference_surface(ref_model, ref_weights, dirs, points, loader, device))
+        timings["reference"].append(dt / len(points))
+        for key, run in runs.items():
+            if r == 0:
+                _, dt0 = timed(lambda: run.losses(points[:1]))
+                if run.v.compile:
+                    compile_s[key] = dt0
+            losses[key], dt = timed(lambda: run.losses(points))
+            timings[key].append(dt / len(points))
+        print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in timings.items()) + " s/pt", flush=True)
+    ref = np.array(losses["reference"])
+    ref_spp = min(timings["reference"])
+    rows = [{"variant": f"reference (original loop, batch {args.ref_batch_size}, {args.workers} workers)", "key": "reference",
+             "seconds_per_point": ref_spp, "rounds": timings["reference"], "speedup": 1.0, "max_rel_loss_error": 0.0,
+             "max_error_over_loss_range": 0.0,
+             "batch_size": args.ref_batch_size}]
+    for key, run in runs.items():
+        spp = min(timings[key])
+        diff = np.abs(np.array(losses[key]) - ref)
+        err = float(np.max(diff / np.abs(ref)))
+        rows.append({"variant": run.v.label + (" [default]" if run.default else ""), "key": key, "seconds_per_point": spp,
+                     "rounds": timings[key], "speedup": ref_spp / spp, "max_rel_loss_error": err, "batch_size": run.batch,
+                     "max_error_over_loss_range": float(np.max(diff) / max(np.ptp(ref), 1e-300)),
+                     "num_folded": run.measure.num_folded if not run.v.autocast else 0,
+                     **({"first_point_seconds_with_compile": compile_s[key]} if key in compile_s else {})})
+    sweep = batch_sweep(model, split, args.batch_sweep, device) if args.batch_sweep else {}
+    return {"model": name, "num_samples": len(split), "points": points, "engine_batch_size": batch,
+            "reference_losses": losses["reference"], "results": rows, "batch_sweep_seconds": sweep}
+
+
+def bookkeeping(n: int, device: torch.device, flush_seconds: float = 5.0) -> dict[str, Any]:
+    """Points per second of a whole ``n x n`` surface of a tiny model (16 images, a 4-unit MLP), so
+    the per-point bookkeeping (journal line, HDF5 replace every ``flush_seconds``, progress) is all
+    there is: over the first and the last 10% of the points."""
+    from landscape_exp.data import load_dataset
+    from landscape_exp.surface.engine import compute_surface
+    from landscape_exp.surface.grid import parse_grid
+    from landscape_exp.surface.store import SurfaceFile
+
+    ds = load_dataset({"name": "synthetic", "num_classes": 10, "channels": 1, "image_size": 4, "num_train": 16,
+                       "num_test": 1, "seed": 0})
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 4), nn.ReLU(), nn.Linear(4, 10)).eval().to(device)
+    w = snapshot(model, "weights")
+    space = WeightSpace(model, "weights", [create_random_direction(w, seed=1), create_random_direction(w, seed=2)])
+    grid = parse_grid(f"-1:1:{n}", f"-1:1:{n}")
+    measure = LossMeasure(model, {"train": DeviceData(ds.train, ds.mean, ds.std, device)}, "crossentropy", 16,
+                          Precision(), (1, 0))
+    stamps: list[float] = []
+    inner = measure.points
+
+    def stamped(*a: Any) -> Any:
+        for item in inner(*a):
+            yield item
+            stamps.append(time.perf_counter())
+
+    measure.points = stamped  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "surface.h5"
+        with SurfaceFile(path, grid, measure.metrics, fingerprint={"bench": n}, flush_seconds=flush_seconds,
+                         attrs={"config": {"a": 1}}) as store:
+            stats = compute_surface(space, grid, store, measure, progress=True, desc="bookkeeping")
+        size = path.stat().st_size
+    k = max(1, len(stamps) // 10)
+    first = k / (stamps[k] - stamps[0])
+    last = k / (stamps[-1] - stamps[-1 - k])
+    return {"grid": f"{n}x{n}", "points": grid.size, "points_per_second": stats["points_per_second"],
+            "first_10pct_points_per_second": first, "last_10pct_points_per_second": last,
+            "last_over_first": last / first, "surface_file_bytes": size}
+
+
+def print_model(rec: dict[str, Any]) -> None:
+    print(f"\n{rec['model']}, {rec['num_samples']} images, {len(rec['points'])} points (seconds per point: best round; "
+          f"speed-up over the reference; largest relative loss error; largest error over the loss range of the points)")
+    print(f"  {'variant':56s} {'batch':>5s} {'s/pt':>7s} {'speedup':>8s} {'rel.err':>9s} {'err/range':>9s}")
+    for r in rec["results"]:
+        print(f"  {r['variant']:56s} {r['batch_size']:5d} {r['seconds_per_point']:7.3f} {r['speedup']:7.2f}x "
+              f"{r['max_rel_loss_error']:9.1e} {r['max_error_over_loss_range']:9.1e}")
+    if rec["batch_sweep_seconds"]:
+        print("  forward pass over the split, fp32 +fold +channels_last, by batch size: "
+              + ", ".join(f"{b}: {s:.2f} s" for b, s in rec["batch_sweep_seconds"].items()))
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="lenet")
-    ap.add_argument("--dataset", default="auto", help="digits | synthetic | auto (digits for lenet/mlp, else CIFAR-shaped synthetic)")
-    ap.add_argument("--num-samples", type=int, default=None, help="evaluation images (synthetic data; digits: at most 1437)")
-    ap.add_argument("--points", type=int, default=8, help="grid points timed (the same for every variant)")
-    ap.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, tf32, bf16")
-    ap.add_argument("--channels-last", action="store_true")
-    ap.add_argument("--compile", action="store_true", help="also time torch.compile for each precision")
-    ap.add_argument("--points-per-pass", default="1", help="comma list, e.g. 1,8 (vmap over points)")
+    ap.add_argument("--model", default="resnet20,resnet56", help="comma list of conf/model names")
+    ap.add_argument("--num-samples", type=int, default=2000, help="training images in the CIFAR-10 files")
+    ap.add_argument("--points", default="3,2", help="grid points timed per round, per model (comma list, last repeats)")
+    ap.add_argument("--rounds", default="2,1", help="alternating rounds per model (comma list, last repeats)")
+    ap.add_argument("--variants", default=None, help=f"engine variants, comma list of: {', '.join(VARIANTS)} "
+                    f"(default on CPU: {CPU_VARIANTS})")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--batch-size", type=int, default=None, help="engine batch (default 1024 CPU / 2500 CUDA)")
-    ap.add_argument("--naive-batch-size", type=int, default=128)
-    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the naive reference (original default 2)")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--checkpoint", default=None, help="a trained checkpoint (errors are then on a trained model)")
+    ap.add_argument("--threads", type=int, default=None, help="default: the CPUs this process may use")
+    ap.add_argument("--batch-size", type=int, default=None, help="engine batch (default: eval.device_batch_size of conf/config.yaml)")
+    ap.add_argument("--batch-sweep", default="32,64,128,256,512,1024", help="batch sizes of the forward-pass sweep ('' = none)")
+    ap.add_argument("--ref-batch-size", type=int, default=128)
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference (the original's 2)")
+    ap.add_argument("--bookkeeping-grid", type=int, default=101, help="N: time an N x N surface of a tiny model (0 = skip)")
+    ap.add_argument("--compile-models", default="resnet20",
+                    help="models that also get the torch.compile variants (comma list; compiling ResNet-56 on 2 cores takes minutes)")
+    ap.add_argument("--checkpoint", default=None, help="a trained checkpoint of the (single) model")
     ap.add_argument("--json", default="benchmark_surface.json")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(cpu_threads(args.threads))
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    small = args.model in ("lenet", "mlp")
-    ds_name = args.dataset if args.dataset != "auto" else ("digits" if small else "synthetic")
-    if ds_name == "digits":
-        ds = load_dataset({"name": "digits"})
-        split = ds.train if args.num_samples is None else ds.train.subset(torch.arange(min(args.num_samples, len(ds.train))))
-    else:
-        n = args.num_samples or (2048 if device.type == "cpu" else 50000)
-        size, ch = (8, 1) if small else (32, 3)
-        ds = load_dataset({"name": "synthetic", "num_classes": 10, "channels": ch, "image_size": size,
-                           "num_train": n, "num_test": 1, "seed": args.seed})
-        split = ds.train
-    model = bench_model(args.model, args.checkpoint, ds, args.seed, device)
-    weights = snapshot(model, "weights")
-    dx = create_random_direction(weights, seed=1)
-    dy = create_random_direction(weights, seed=2)
-    rng = np.random.default_rng(args.seed)
-    points = [(0.0, 0.0)] + [tuple(float(v) for v in rng.uniform(-1, 1, 2)) for _ in range(args.points - 1)]
-    batch = args.batch_size or (2500 if device.type == "cuda" else 1024)
-
-    loader = torch.utils.data.DataLoader(PerSampleDataset(split, ds.mean, ds.std), batch_size=args.naive_batch_size,
-                                         shuffle=False, num_workers=args.workers, persistent_workers=args.workers > 0)
-    # warm-up the naive path too (worker start-up is part of neither timing)
-    naive_surface(model, weights, dx, dy, points[:1], loader, device)
-    ref_losses, ref_dt = naive_surface(model, [w.clone() for w in weights], dx, dy, points, loader, device)
-    with torch.no_grad():
-        for p, w in zip(model.parameters(), weights):
-            p.data = w.clone()
-    ref_pps = len(points) / ref_dt
-    rows = [{"variant": "naive (original algorithm, fp32, batch %d)" % args.naive_batch_size, "points_per_second": ref_pps,
-             "seconds_per_point": 1 / ref_pps, "speedup": 1.0, "max_rel_loss_error": 0.0}]
-
-    variants = []
-    for mode in [m.strip() for m in args.precision.split(",") if m.strip()]:
-        for comp in ([False, True] if args.compile else [False]):
-            for ppp in [int(v) for v in args.points_per_pass.split(",")]:
-                if comp and ppp > 1:
-                    continue
-                variants.append((mode, comp, ppp))
-    for mode, comp, ppp in variants:
-        prec = Precision(mode, channels_last=args.channels_last, compile=comp)
-        m = model.to(memory_format=torch.channels_last) if args.channels_last else model
-        data = DeviceData(split, ds.mean, ds.std, device, channels_last=args.channels_last)
-        space = WeightSpace(m, "weights", [dx, dy])
-        fwd = torch.compile(m) if comp else None
-        losses, dt = engine_surface(m, space, points, data, prec, batch, ppp, device, forward=fwd)
-        err = float(np.max(np.abs(np.array(losses) - np.array(ref_losses)) / np.abs(np.array(ref_losses))))
-        pps = len(points) / dt
-        name = f"engine {mode}" + (" channels_last" if args.channels_last else "") + (" compile" if comp else "") + (f" vmap x{ppp}" if ppp > 1 else "")
-        rows.append({"variant": name, "points_per_second": pps, "seconds_per_point": 1 / pps, "speedup": pps / ref_pps,
-                     "max_rel_loss_error": err})
-
-    print(f"\nmodel {args.model}, {len(split)} images ({ds_name}), {len(points)} points, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f" ({torch.get_num_threads()} threads)"))
-    print(f"{'variant':58s} {'pts/s':>9s} {'s/pt':>9s} {'speedup':>8s} {'rel.err':>9s} {'51x51':>9s}")
-    for r in rows:
-        full = 2601 * r["seconds_per_point"]
-        print(f"{r['variant']:58s} {r['points_per_second']:9.2f} {r['seconds_per_point']:9.4f} {r['speedup']:7.1f}x "
-              f"{r['max_rel_loss_error']:9.2e} {full / 60:7.1f}min")
-    record = {
-        "benchmark": "surface_evaluation", "model": args.model, "dataset": ds_name, "num_samples": len(split),
-        "points": points, "device": str(device),
+    default_variants = CPU_VARIANTS if device.type == "cpu" else "previous,fp32,fold_cl,tf32,bf16,bf16_compile"
+    args.variants = [v.strip() for v in (args.variants or default_variants).split(",") if v.strip()]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    args.compile_models = [m.strip() for m in args.compile_models.split(",")]
+    args.batch_sweep = [int(b) for b in str(args.batch_sweep).split(",") if b.strip()]
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    per = lambda s, i: [int(v) for v in s.split(",")][min(i, len(s.split(",")) - 1)]  # noqa: E731
+    configured = configured_defaults(device)
+    load_before = load_average()
+    print(f"load average before: {load_before}; {cpu_features()}")
+    record: dict[str, Any] = {
+        "benchmark": "surface_speed", "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "engine_batch_size": batch,
-        "naive_batch_size": args.naive_batch_size, "workers": args.workers, "results": rows,
+        "cpu_features": cpu_features(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "configured_precision": vars(configured[0]) | {}, "load_average_before": load_before, "models": [],
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[1:] if argv is None else argv,
     }
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_cifar_files(Path(tmp), args.num_samples, 10, args.seed)
+        for i, name in enumerate(models):
+            rec = bench_model_on_cpu_or_gpu(name, args, root, device, per(args.points, i), per(args.rounds, i), configured)
+            record["models"].append(rec)
+            print_model(rec)
+    if args.bookkeeping_grid:
+        record["bookkeeping"] = bk = bookkeeping(args.bookkeeping_grid, device)
+        print(f"\nbookkeeping, {bk['grid']} grid of a tiny model: {bk['points_per_second']:.0f} points/s overall, "
+              f"{bk['first_10pct_points_per_second']:.0f} over the first 10%, {bk['last_10pct_points_per_second']:.0f} over "
+              f"the last 10% (ratio {bk['last_over_first']:.2f}); surface file {bk['surface_file_bytes'] / 1024:.0f} KiB")
+    record["load_average_after"] = load_average()
+    print(f"load average after: {record['load_average_after']}")
     Path(args.json).write_text(json.dumps(record, indent=2))
     print(f"wrote {args.json}")
     return record

@@ -3,19 +3,23 @@ naive reference), and the benchmark script end to end."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from landscape_exp.data import DeviceData, load_dataset
+from landscape_exp.data import DeviceData, ImageSplit, load_dataset
 from landscape_exp.directions import create_random_direction, snapshot
 from landscape_exp.evaluation import evaluate, evaluate_points_sums, evaluate_sums
 from landscape_exp.models import build_model
+from landscape_exp.models.resnet import cifar_resnet
 from landscape_exp.precision import Precision
+from landscape_exp.surface.measures import LossMeasure
 from landscape_exp.surface.weight_space import WeightSpace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _bench():
     spec = importlib.util.spec_from_file_location("bench_surface", ROOT / "benchmarks" / "bench_surface.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
@@ -41,39 +46,38 @@ def setup():
     return ds, model, w, dx, dy, points
 
 
-def naive_accuracy(model, loader) -> float:
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += int((model(x).argmax(1) == y).sum())
-            total += len(y)
-    return 100.0 * correct / total
-
-
-def test_engine_equals_naive_reference(setup):
-    ds, model, w, dx, dy, points = setup
+def test_engine_equals_the_original_loop_on_cifar_files(tmp_path):
+    """The benchmark's faithful reference (torchvision CIFAR10 over CIFAR-10 pickle files, the
+    original's transforms, loader and set_weights) and the surface engine's measure, with its
+    default speed options (BatchNorm folded, channels_last), agree on loss and accuracy."""
     bench = _bench()
-    loader = torch.utils.data.DataLoader(bench.PerSampleDataset(ds.train, ds.mean, ds.std), batch_size=128, num_workers=0)
-    ref, _ = bench.naive_surface(model, [t.clone() for t in w], dx, dy, points, loader, torch.device("cpu"))
-    ref_acc = []
-    for a, b in points:  # accuracy of the naive path at the same weights
-        with torch.no_grad():
-            for p, w0, d0, d1 in zip(model.parameters(), w, dx, dy):
-                p.data = w0 + a * d0 + b * d1
-        ref_acc.append(naive_accuracy(model, loader))
-    with torch.no_grad():
-        for p, w0 in zip(model.parameters(), w):
-            p.data = w0.clone()
+    root = bench.write_cifar_files(tmp_path, 150, 10, seed=0)
+    loader = bench.reference_loader(root, torch.device("cpu"), workers=0)
+    tv = loader.dataset
+    assert len(tv) == 150 and tv.data.shape == (150, 32, 32, 3)
+    split = ImageSplit(torch.from_numpy(np.ascontiguousarray(tv.data.transpose(0, 3, 1, 2))), torch.tensor(tv.targets))
+    torch.manual_seed(0)
+    model = cifar_resnet(depth=8, num_classes=10, in_channels=3, image_size=32)
+    bench.calibrate_batchnorm(model, split, torch.device("cpu"))
+    w = snapshot(model, "weights")
+    dirs = [create_random_direction(w, seed=1), create_random_direction(w, seed=2)]
+    points = [(0.0, 0.0), (0.5, -0.25), (-1.0, 1.0)]
+    ref_model = copy.deepcopy(model)
+    ref_acc: list[float] = []
+    ref = bench.reference_surface(ref_model, [p.data for p in ref_model.parameters()], dirs, points, loader,
+                                  torch.device("cpu"), ref_acc)
 
-    data = DeviceData(ds.train, ds.mean, ds.std, "cpu")
-    space = WeightSpace(model, "weights", [dx, dy])
-    for (a, b), loss_ref, acc_ref in zip(points, ref, ref_acc):
-        space.move_to((a, b))
-        loss, acc = evaluate(model, data, batch_size=1000)
-        assert loss == pytest.approx(loss_ref, rel=1e-5)
-        assert acc == pytest.approx(acc_ref, abs=1e-9)
+    engine_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    data = DeviceData(split, bench.CIFAR_MEAN, bench.CIFAR_STD, "cpu", channels_last=True)
+    measure = LossMeasure(engine_model, {"train": data}, "crossentropy", 64, Precision("fp32", True, False, True), (1, 0))
+    assert measure.num_folded == 9
+    space = WeightSpace(engine_model, "weights", dirs)
+    got = dict(measure.points(space, bench.PointList(points), [0, 1, 2]))
     space.restore()
-    for p, w0 in zip(model.parameters(), w):
+    for k, (loss_ref, acc_ref) in enumerate(zip(ref, ref_acc)):
+        assert got[k]["train_loss"] == pytest.approx(loss_ref, rel=1e-5)
+        assert got[k]["train_acc"] == pytest.approx(acc_ref, abs=1e-9)
+    for p, w0 in zip(engine_model.parameters(), w):
         assert torch.equal(p.data, w0)
 
 
@@ -104,13 +108,18 @@ def test_bf16_error_is_small_but_nonzero(setup):
 
 def test_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "bench.json"
-    record = _bench().main(["--model", "mlp", "--num-samples", "64", "--points", "2", "--workers", "0",
-                            "--precision", "fp32", "--points-per-pass", "1,2", "--threads", "1", "--json", str(out)])
+    record = _bench().main(["--model", "lenet", "--num-samples", "40", "--points", "2", "--rounds", "1", "--workers", "0",
+                            "--variants", "previous,fp32,fold_cl,bf16", "--batch-sweep", "16,32", "--threads", "1",
+                            "--bookkeeping-grid", "6", "--json", str(out)])
     saved = json.loads(out.read_text())
-    assert saved["results"] == record["results"]
-    variants = [r["variant"] for r in saved["results"]]
-    assert variants[0].startswith("naive") and "engine fp32" in variants and "engine fp32 vmap x2" in variants
-    for r in saved["results"]:
-        assert r["points_per_second"] > 0
-        assert r["max_rel_loss_error"] < 1e-5
-        assert np.isclose(r["speedup"], r["points_per_second"] / saved["results"][0]["points_per_second"])
+    assert saved["models"] == json.loads(json.dumps(record["models"]))
+    (rec,) = saved["models"]
+    keys = [r["key"] for r in rec["results"]]
+    assert keys == ["reference", "previous", "fp32", "fold_cl", "bf16"]
+    ref = rec["results"][0]["seconds_per_point"]
+    for r in rec["results"]:
+        assert r["seconds_per_point"] > 0
+        assert np.isclose(r["speedup"], ref / r["seconds_per_point"])
+        assert r["max_rel_loss_error"] < (5e-2 if r["key"] == "bf16" else 1e-5)
+    assert set(rec["batch_sweep_seconds"]) == {"16", "32"}
+    assert saved["bookkeeping"]["points"] == 36 and saved["load_average_before"] and saved["load_average_after"]

@@ -46,7 +46,8 @@ def evaluate_sums(
     with precision_context(precision, data.device):
         for x, y in data.batches(batch_size):
             logits = model(x)
-            total += summed_loss(logits, y, loss).double()
+            # per-sample losses summed in float64: the batch size changes no more than rounding
+            total += summed_loss_per_sample(logits, y, loss).double().sum()
             correct += (logits.argmax(dim=1) == y).sum()
     return total, correct
 
@@ -99,7 +100,7 @@ def evaluate_points_sums(
             logits = batched(stacked, x).float()  # (P, B, C)
             flat = logits.reshape(-1, logits.shape[-1])
             per = summed_loss_per_sample(flat, y.repeat(p), loss).view(p, -1)
-            total += per.sum(1).double()
+            total += per.double().sum(1)
             correct += (logits.argmax(-1) == y.unsqueeze(0)).sum(1)
     return total, correct
 

@@ -15,23 +15,33 @@ MODES = ("fp32", "tf32", "bf16")
 
 @dataclass(frozen=True)
 class Precision:
+    """How a forward pass is evaluated. ``fold_bn``: BatchNorm folded into the layer before it
+    (:mod:`landscape_exp.folding`; the same function up to rounding). Only ``mode`` changes the
+    values beyond rounding; the rest are speed options."""
+
     mode: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    fold_bn: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise choice_error("precision mode", self.mode, MODES)
 
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The dtype an evaluation copy of the model is cast to (None: kept in fp32)."""
+        return torch.bfloat16 if self.mode == "bf16" else None
 
-def resolve_precision(mode: str, channels_last: bool | None, compile: bool, device: torch.device) -> Precision:
-    """``mode: auto`` is fp32 on CPU and tf32 with channels_last on CUDA (error < 1e-3);
-    ``channels_last=None`` follows the mode (on only for auto on CUDA)."""
+
+def resolve_precision(mode: str, channels_last: bool | None, compile: bool, device: torch.device,
+                      fold_bn: bool = False) -> Precision:
+    """``mode: auto`` is fp32 on CPU and tf32 on CUDA (error < 1e-3); ``channels_last=None``
+    follows the device (on: CUDA tensor cores and oneDNN's CPU convolutions are both faster in it)."""
+    cl = True if channels_last is None else channels_last
     if mode == "auto":
-        if device.type == "cuda":
-            return Precision("tf32", channels_last=True if channels_last is None else channels_last, compile=compile)
-        return Precision("fp32", channels_last=bool(channels_last), compile=compile)
-    return Precision(mode, bool(channels_last), compile)
+        mode = "tf32" if device.type == "cuda" else "fp32"
+    return Precision(mode, channels_last=cl, compile=compile, fold_bn=fold_bn)
 
 
 @contextlib.contextmanager

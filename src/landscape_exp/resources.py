@@ -1,10 +1,13 @@
-"""Checks made before expensive work starts: is the output writable, do memory and disk suffice."""
+"""Checks made before expensive work starts: is the output writable, do memory and disk suffice;
+and how many CPU threads this process may use."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from landscape_exp.errors import UserError
@@ -53,3 +56,53 @@ def check_surface_resources(points: int, metrics: int, path: str | Path, *, figu
             f"not enough disk space in {str(directory)!r}: the surface and its figures need about "
             f"{need_disk / 2**20:.0f} MiB but {free / 2**20:.0f} MiB is free"
         )
+
+
+def _physical_cores(cpus: set[int], sysfs: Path) -> int:
+    """Distinct (package, core) pairs among ``cpus``: hyper-threads of one core count once."""
+    cores = set()
+    for c in cpus:
+        topo = sysfs / f"cpu{c}" / "topology"
+        try:
+            cores.add(((topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip()))
+        except OSError:
+            return len(cpus)  # no topology (containers, other systems): logical CPUs
+    return len(cores) or len(cpus)
+
+
+def _cgroup_quota(path: Path) -> int | None:
+    """CPUs allowed by a cgroup v2 ``cpu.max`` quota ("max 100000" or "200000 100000"), if any."""
+    try:
+        quota, period = path.read_text().split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_threads(requested: int | None = None, *, environ: Mapping[str, str] | None = None,
+                sysfs: str | Path = "/sys/devices/system/cpu", cgroup: str | Path = "/sys/fs/cgroup/cpu.max",
+                current: int | None = None) -> int:
+    """Torch threads for this process: ``requested`` when given; else the physical cores among the
+    CPUs it may run on (``os.sched_getaffinity``: taskset, Slurm's binding, cpusets), capped by
+    ``OMP_NUM_THREADS``, ``SLURM_CPUS_PER_TASK``, a cgroup CPU quota and the ``current`` torch
+    setting (a program or test that already chose fewer keeps them); never the machine's core count."""
+    if requested:
+        return int(requested)
+    env = os.environ if environ is None else environ
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = set(range(os.cpu_count() or 1))
+    n = _physical_cores(cpus, Path(sysfs))
+    for var in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        cap = str(env.get(var, "")).strip()
+        if cap.isdigit() and int(cap) > 0:
+            n = min(n, int(cap))
+    quota = _cgroup_quota(Path(cgroup))
+    if quota:
+        n = min(n, quota)
+    if current is None:
+        import torch
+
+        current = torch.get_num_threads()
+    return max(1, min(n, current))

@@ -12,6 +12,7 @@ from torch import nn
 
 from landscape_exp.data import DeviceData
 from landscape_exp.evaluation import evaluate_points_sums, evaluate_sums
+from landscape_exp.folding import EvalCopy, eval_forward
 from landscape_exp.precision import Precision
 from landscape_exp.surface.grid import Grid
 from landscape_exp.surface.store import metric_names
@@ -22,7 +23,14 @@ from landscape_exp.surface.weight_space import WeightSpace
 class LossMeasure:
     """Mean loss and accuracy (percent) on each split, from on-device sums (one host sync per
     point). ``points_per_pass > 1`` evaluates that many points per forward pass with ``vmap``
-    over stacked weights (pays off for small models on a GPU; see benchmarks/)."""
+    over stacked weights (pays off for small models on a GPU; see benchmarks/).
+
+    One point at a time, the forward runs on an evaluation copy of the model when
+    ``precision.fold_bn`` finds BatchNorm layers to fold or the mode is bf16
+    (:func:`landscape_exp.folding.eval_forward`): after each move of the model the copy is
+    recomputed from it, once per point, and ``precision.compile`` compiles that copy (``forward``
+    is then not used). The moved model's own weights are never changed.
+    """
 
     model: nn.Module
     splits: Mapping[str, DeviceData]
@@ -36,6 +44,18 @@ class LossMeasure:
 
     def __post_init__(self) -> None:
         self.metrics = metric_names(list(self.splits))
+        self._copy: EvalCopy | None = None
+        if self.points_per_pass <= 1:
+            p = self.precision
+            fwd, self._copy = eval_forward(self.model, fold=p.fold_bn, dtype=p.dtype, channels_last=p.channels_last,
+                                           compile=p.compile)
+            if self._copy is not None or self.forward is None:  # else: the caller's (compiled) model
+                self.forward = fwd
+
+    @property
+    def num_folded(self) -> int:
+        """BatchNorm layers folded into the layer before them (0: evaluated as written)."""
+        return self._copy.num_folded if self._copy is not None else 0
 
     def fingerprint(self) -> dict[str, Any]:
         return {"splits": list(self.splits), "data_split": list(self.data_split),
@@ -58,6 +78,8 @@ class LossMeasure:
         if self.points_per_pass <= 1:
             for k in pending:
                 space.move_to(grid.point(k))
+                if self._copy is not None:
+                    self._copy.refresh()
                 yield k, self._values({name: evaluate_sums(fwd, data, **kw) for name, data in self.splits.items()})
             return
         for start in range(0, len(pending), self.points_per_pass):
