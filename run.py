@@ -53,7 +53,7 @@ def _sigterm_to_exit() -> None:
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict | None:
-    from landscape_exp.app import run_job
+    from landscape_exp.app import interrupted_message, run_job
     from landscape_exp.errors import UserError
 
     _sigterm_to_exit()
@@ -64,6 +64,15 @@ def main(cfg: DictConfig) -> dict | None:
             job["job_dir"] = output_dir
             output_dir = os.path.join(output_dir, f"worker-{job['worker']['rank']}")
         return run_job(cfg, output_dir=output_dir, job=job)
+    except KeyboardInterrupt:
+        if os.environ.get("SUBMITIT_EXECUTOR"):
+            raise
+        # One line instead of a traceback: what is on disk, and the command that resumes.
+        hc = HydraConfig.get()
+        rerun = " ".join(["python run.py", *hc.overrides.task, f"hydra.run.dir={hc.runtime.output_dir}"])
+        print(f"\ninterrupted: {interrupted_message(hc.runtime.output_dir, cfg)}; resume with: {rerun}",
+              file=sys.stderr, flush=True)
+        sys.exit(130)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         if os.environ.get("SUBMITIT_EXECUTOR"):

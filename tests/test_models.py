@@ -30,11 +30,13 @@ MODEL_MODULES = {
     "landscape_exp.models.resnet",
     "landscape_exp.models.densenet",
     "landscape_exp.models.small",
+    "landscape_exp.models.external",
 }
 EXPECTED_NAMES = {
     "vgg9", "densenet121", "lenet", "mlp",
     "resnet20", "resnet56", "resnet110", "resnet20_noshort", "resnet56_noshort", "resnet110_noshort",
     "wrn56_2", "wrn56_4", "wrn56_8", "wrn56_2_noshort", "wrn56_4_noshort", "wrn56_8_noshort",
+    "torchvision",
 }  # fmt: skip
 CIFAR = {"num_classes": 10, "channels": 3, "image_size": 32}
 DIGITS = {"num_classes": 10, "channels": 1, "image_size": 8}

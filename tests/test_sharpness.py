@@ -414,7 +414,7 @@ def test_store_sharpness_in_surface_file(tmp_path):
     import fcntl
     import os
 
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT)  # another writer takes the lock
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         assert store_sharpness(path, {"sharpness/x": 1.0}) is False

@@ -8,17 +8,20 @@ point nothing sees the config: tasks get :class:`landscape_exp.settings.Settings
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import h5py
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from landscape_exp.console import tee_to_log
 from landscape_exp.context import RunContext, resolve_device
 from landscape_exp.errors import UserError
-from landscape_exp.resources import check_writable
+from landscape_exp.resources import check_writable, cpu_threads
 from landscape_exp.settings import Settings
 from landscape_exp.storage import write_json
 from landscape_exp.tasks import get_task
@@ -38,7 +41,7 @@ def run_job(cfg: DictConfig | Mapping[str, Any], *, output_dir: str | Path, job:
     job = dict(job or {})
     out = Path(output_dir)
     check_writable(out)
-    container = cfg if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig) else OmegaConf.to_container(cfg, resolve=True)
+    container = cfg if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig) else _resolve(cfg)
     assert isinstance(container, dict)
     settings = Settings.from_config(container)
     task_name = settings.task
@@ -50,8 +53,7 @@ def run_job(cfg: DictConfig | Mapping[str, Any], *, output_dir: str | Path, job:
             f"({', '.join(SHARDED_TASKS)}), not task={task_name}; use tasks_per_node=1"
         )
     device = resolve_device(settings.device, local_rank=int(worker.get("local_rank", 0)))
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    torch.set_num_threads(cpu_threads(settings.threads))  # threads: null = the CPUs this process may use
     tags = [task_name, str(settings.model.get("name", "")), str(settings.dataset.get("name", ""))]
     tracker = make_tracker(
         settings.logger, run_dir=out, config=container, job_type=task_name,
@@ -60,13 +62,58 @@ def run_job(cfg: DictConfig | Mapping[str, Any], *, output_dir: str | Path, job:
     ctx = RunContext(settings=settings, out_dir=out, device=device, tracker=tracker, job=job)
     t0 = time.perf_counter()
     try:
-        summary = task(ctx)
+        with tee_to_log(out / "run.log"):
+            summary = task(ctx)
     except BaseException:
         tracker.finish(exit_code=1)
         raise
     summary = dict(summary)
+    if ctx.adopted_model is not None:  # the checkpoint's model, not model=: compare reads it here
+        summary["model_config"] = ctx.adopted_model
     summary["wall_seconds"] = time.perf_counter() - t0
     write_json(out / "summary.json", summary)
     tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
     tracker.finish()
     return summary
+
+
+def _resolve(cfg: DictConfig) -> dict[str, Any]:
+    """The config with interpolations resolved; a required value left unset (``???``) is one line."""
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+    try:
+        out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as e:
+        # the unset key itself (full_key), or the one behind an interpolation (named in the text)
+        m = re.search(r"Missing mandatory value: ([\w.]+)", str(e))
+        key = m.group(1) if isinstance(e, InterpolationToMissingValueError) and m else (getattr(e, "full_key", "") or "a value")
+        if key == "direction.file":
+            hint = "(task=hessian writes <run dir>/hessian_directions.h5)"
+        else:
+            hint = "(it is ??? in the config)"
+        raise UserError(f"{key} is required {hint}; set it with {key}=<...>") from None
+    assert isinstance(out, dict)
+    return out
+
+
+def interrupted_message(output_dir: str | Path, cfg: DictConfig | Mapping[str, Any]) -> str:
+    """What an interrupted job left on disk, in a few words (every point and epoch is saved as
+    it completes, so a rerun in the same directory goes on from there)."""
+    out = Path(output_dir)
+    surf = cfg.get("surf_file")
+    files = list(dict.fromkeys(([Path(str(surf))] if surf else []) + sorted(out.glob("*.h5"))))
+    parts = []
+    for f in files:
+        try:
+            with h5py.File(f, "r") as h:
+                done, total = h.attrs.get("num_done"), h.attrs.get("num_points")
+                if done is not None and total is not None:
+                    parts.append(f"{int(done)} of {int(total)} points in {f}")
+                elif "epoch" in h:
+                    parts.append(f"{len(h['epoch'])} epochs in {f}")
+        except (OSError, KeyError, RuntimeError, ValueError):
+            continue
+    last = out / "checkpoints" / "last.pt"
+    if last.is_file():
+        parts.append(f"training up to the last finished epoch in {last}")
+    return ", ".join(parts) if parts else f"nothing finished yet in {out}"

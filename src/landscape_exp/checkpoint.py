@@ -11,7 +11,7 @@ import json
 import pickle
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"checkpoint {str(p)!r} does not exist")
     if not p.is_file():
         raise UserError(f"checkpoint {str(p)!r} is not a file")
+    with open(p, "rb") as fh:
+        magic = fh.read(8)
+    if magic == b"\x89HDF\r\n\x1a\n":  # a surface, direction or Hessian file given by mistake
+        raise UserError(f"checkpoint {str(p)!r} is an HDF5 file (a surface, direction or Hessian result), not a "
+                        "torch checkpoint; give a .pt file written by task=train (checkpoints/final.pt)")
     try:
         data = safe_torch_load(p, map_location)
     except pickle.UnpicklingError as e:
@@ -108,14 +113,15 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
 
 
 def model_from_checkpoint(
-    ckpt: Mapping[str, Any], source: str, model_cfg: Mapping[str, Any] | None = None
+    ckpt: Mapping[str, Any], source: str, model_cfg: Mapping[str, Any] | None = None, *, trusted: Collection[str] = ()
 ) -> nn.Module:
     """Rebuild a checkpoint's model (from its own config unless ``model_cfg`` is given) and load
-    its weights strictly; the model is returned in eval mode on the CPU."""
+    its weights strictly; the model is returned in eval mode on the CPU. ``trusted``: model
+    ``_target_`` paths outside the zoo that the user named (see :func:`models.build_model`)."""
     cfg = ckpt.get("model_cfg") if model_cfg is None else model_cfg
     if cfg is None:
         raise UserError(f"{source} carries no model config; choose the model with model=<name>")
-    model = build_model(cfg)
+    model = build_model(cfg, trusted=trusted)
     check_state_dict(model, ckpt["state_dict"], source)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

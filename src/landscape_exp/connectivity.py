@@ -77,7 +77,7 @@ def evaluate_and_report(ctx: RunContext, curve: C.CurveModel, dataset: ImageData
                                         bn_batch_size=cs.bn_batch_size or bs, precision=precision, progress=ctx.progress)
     model_name = info.get("model_cfg", {}).get("name", "?")
     attrs = {"curve": curve.kind, "model": model_name, "dataset": dataset.name, "loss": s.eval.loss,
-             "bn_recomputed": "true", "config": dict(s.config), "versions": versions(),
+             "bn_recomputed": "true", "config": ctx.config, "versions": versions(),
              **{k: v for k, v in info.items() if k != "model_cfg"}}
     h5 = write_curve_h5(ctx.out_dir / "curve.h5", ts, results, attrs)
 

@@ -27,6 +27,24 @@ class RunContext:
     device: torch.device
     tracker: Tracker = field(default_factory=Tracker)
     job: dict[str, Any] = field(default_factory=dict)
+    adopted_model: dict[str, Any] | None = None  # the checkpoint's model, when it is not model=
+
+    def adopt_model(self, model_cfg: dict[str, Any], notice: str) -> None:
+        """Record that the analysed model is ``model_cfg`` (a checkpoint's), not ``model=``: said
+        once, and stored the same way everywhere (file attributes, W&B config, summary)."""
+        if self.adopted_model == model_cfg:
+            return
+        self.adopted_model = dict(model_cfg)
+        print(f"note: {notice}")
+        self.tracker.update_config({"model": self.adopted_model})
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved config as stored with results, with the model actually analysed."""
+        cfg = dict(self.settings.config)
+        if self.adopted_model is not None:
+            cfg["model"] = self.adopted_model
+        return cfg
 
     @property
     def progress(self) -> bool:
@@ -34,12 +52,13 @@ class RunContext:
 
     @property
     def eval_batch_size(self) -> int:
+        """``eval.batch_size``, else the measured default for this device type (``eval.device_batch_size``)."""
         return self.settings.eval.batch_size_for(self.device)
 
     @property
     def precision(self) -> Precision:
         p = self.settings.precision
-        return resolve_precision(p.mode, p.channels_last, p.compile, self.device)
+        return resolve_precision(p.mode, p.channels_last, p.compile, self.device, fold_bn=p.fold_bn)
 
     def dataset(self) -> ImageDataset:
         return dataset_for(self.settings.dataset)

@@ -1,4 +1,5 @@
-"""Datasets as uint8 image tensors, loaded with torchvision's real dataset classes.
+"""Datasets as uint8 image tensors, loaded with torchvision's real dataset classes, any other
+torchvision dataset class, an image folder, or the researcher's own dataset factory.
 
 Every dataset becomes two :class:`ImageSplit` s (uint8 ``(N, C, H, W)`` images, int64 labels),
 so evaluation can keep them on the device and normalize on the fly. Evaluation data is never
@@ -9,7 +10,7 @@ per batch on the device.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import torch
 
 from landscape_exp.errors import UserError, choice_error
 
-DATASETS = ("digits", "synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
+DATASETS = ("digits", "synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "torchvision",
+            "image_folder", "custom")
 
 
 @dataclass
@@ -111,6 +113,11 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple[ImageSplit, Ima
             return ImageSplit(torch.as_tensor(ds.data), torch.as_tensor(ds.labels, dtype=torch.int64))
         raise choice_error("dataset", name, DATASETS)
 
+    return _fetch(name, root, download, get)
+
+
+def _fetch(name: str, root: Path, download: bool, get: Callable[[bool], ImageSplit]) -> tuple[ImageSplit, ImageSplit]:
+    """Both splits from ``get(train)``; a dataset that is absent (and cannot be downloaded) is one line."""
     try:
         return get(True), get(False)
     except UserError:
@@ -129,6 +136,114 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple[ImageSplit, Ima
         ) from None
 
 
+def _image_u8(img: object) -> np.ndarray:
+    """One image (PIL, uint8 array HW/HWC, or tensor CHW: uint8, or float in [0, 1]) as uint8 HWC."""
+    if isinstance(img, torch.Tensor):
+        t = img.detach().cpu()
+        if t.dtype != torch.uint8:
+            t = (t.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        arr = t.numpy()
+        return arr[:, :, None] if arr.ndim == 2 else np.moveaxis(arr, 0, -1)
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        raise UserError(f"dataset images must be PIL images, uint8 arrays or tensors; got an array of {arr.dtype}")
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def split_from_dataset(ds: object, what: str) -> ImageSplit:
+    """Any map-style dataset of ``(image, label)`` pairs as an :class:`ImageSplit` (all images
+    must share one shape: an image folder is resized by its transform first)."""
+    try:
+        n = len(ds)  # type: ignore[arg-type]
+    except TypeError:
+        raise UserError(f"{what} is not a map-style dataset (it has no len()); return a torch Dataset") from None
+    if n == 0:
+        raise UserError(f"{what} is empty")
+    images, labels = [], []
+    for i in range(n):
+        item = ds[i]  # type: ignore[index]
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise UserError(f"{what}[{i}] is not an (image, label) pair")
+        images.append(_image_u8(item[0]))
+        labels.append(int(item[1]))
+        if images[-1].shape != images[0].shape:
+            raise UserError(f"{what}: image {i} has shape {images[-1].shape}, image 0 {images[0].shape}; "
+                            "all images must have one size (resize them in the dataset's transform)")
+    return ImageSplit(_from_hwc(np.stack(images)), torch.as_tensor(labels, dtype=torch.int64))
+
+
+def _torchvision_class(cfg: Mapping, root: Path, download: bool) -> tuple[ImageSplit, ImageSplit]:
+    """Any class of ``torchvision.datasets`` by name (``dataset.class``), train and test splits
+    from its ``train=`` or ``split=`` argument."""
+    import torchvision.datasets as tvd
+
+    name = str(cfg.get("class"))
+    cls = getattr(tvd, name, None)
+    if not isinstance(cls, type):
+        raise choice_error("torchvision dataset class", name, [n for n in tvd.__all__ if n[0].isupper()])
+    extra = dict(cfg.get("kwargs") or {})
+
+    def get(train: bool) -> ImageSplit:
+        try:
+            ds = cls(str(root), train=train, download=download, **extra)
+        except TypeError:  # classes with split="train"/"test" (SVHN, STL10, ...)
+            ds = cls(str(root), split="train" if train else "test", download=download, **extra)
+        return split_from_dataset(ds, f"torchvision dataset {name}")
+
+    return _fetch(f"torchvision.datasets.{name}", root, download, get)
+
+
+def _image_folder(cfg: Mapping) -> tuple[ImageSplit, ImageSplit]:
+    """``<root>/train/<class>/*`` and ``<root>/test/<class>/*`` (torchvision ImageFolder), resized
+    to ``image_size`` (shorter side, then centre crop), in ``channels`` 1 (grey) or 3."""
+    import torchvision.datasets as tvd
+    import torchvision.transforms as T
+
+    root, size, channels = Path(str(cfg.get("root"))).expanduser(), int(cfg["image_size"]), int(cfg["channels"])
+    if channels not in (1, 3):
+        raise UserError(f"dataset.channels={channels} must be 1 or 3 for an image folder")
+    tf = T.Compose([T.Resize(size), T.CenterCrop(size), *([T.Grayscale()] if channels == 1 else [])])
+    out = []
+    for part in ("train", "test"):
+        d = root / part
+        if not d.is_dir():
+            raise UserError(f"image folder {str(d)!r} does not exist; dataset.root must hold train/<class>/ and test/<class>/")
+        ds = tvd.ImageFolder(str(d), transform=tf)  # its loader gives RGB PIL images
+        out.append(split_from_dataset(ds, f"image folder {str(d)!r}"))
+    return out[0], out[1]
+
+
+def _custom(cfg: Mapping) -> tuple[ImageSplit, ImageSplit]:
+    """``dataset.factory=<pkg.module.function>`` (the user's own code) called with ``dataset.kwargs``,
+    returning ``(train, test)`` datasets of ``(image, label)`` pairs."""
+    from landscape_exp.user_code import import_callable
+
+    factory = cfg.get("factory")
+    if not factory:
+        raise UserError("dataset=custom needs dataset.factory=<pkg.module.function> returning (train, test) datasets")
+    made = import_callable(str(factory), "dataset.factory")(**dict(cfg.get("kwargs") or {}))
+    if not isinstance(made, (tuple, list)) or len(made) != 2:
+        raise UserError(f"dataset.factory={factory!r} must return a (train, test) pair of datasets")
+    return split_from_dataset(made[0], f"{factory} train"), split_from_dataset(made[1], f"{factory} test")
+
+
+def random_labels(split: ImageSplit, fraction: float, num_classes: int, seed: int = 0) -> ImageSplit:
+    """``round(fraction * N)`` training labels, chosen by a seeded permutation, replaced by uniform
+    random classes (Zhang et al. 2017, "Understanding deep learning requires rethinking
+    generalization"; the original tool took user data loaders for this)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise UserError(f"dataset.random_labels={fraction} must be a fraction in [0, 1]")
+    n = len(split)
+    k = int(round(fraction * n))
+    if k == 0:
+        return split
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(n, generator=gen)[:k]
+    targets = split.targets.clone()
+    targets[idx] = torch.randint(0, num_classes, (k,), generator=gen)
+    return ImageSplit(split.images, targets)
+
+
 def load_dataset(cfg: Mapping) -> ImageDataset:
     """Load the dataset described by a ``dataset`` config node (see ``conf/dataset``)."""
     name = str(cfg.get("name"))
@@ -138,9 +253,16 @@ def load_dataset(cfg: Mapping) -> ImageDataset:
         train, test = _digits(int(cfg.get("split_seed", 0)), float(cfg.get("test_fraction", 0.2)))
     elif name == "synthetic":
         train, test = _synthetic(cfg)
+    elif name == "image_folder":
+        train, test = _image_folder(cfg)
+    elif name == "custom":
+        train, test = _custom(cfg)
     else:
         root = Path(str(cfg.get("root", "data"))).expanduser()
-        train, test = _torchvision(name, root, bool(cfg.get("download", True)))
+        if name == "torchvision":
+            train, test = _torchvision_class(cfg, root, bool(cfg.get("download", True)))
+        else:
+            train, test = _torchvision(name, root, bool(cfg.get("download", True)))
     channels = int(train.images.shape[1])
     if cfg.get("raw", False):
         mean, std = (0.0,) * channels, (1.0,) * channels
@@ -153,7 +275,8 @@ def load_dataset(cfg: Mapping) -> ImageDataset:
         std = tuple(max(float(v), 1e-6) for v in x.std(dim=(0, 2, 3)))
     if len(mean) != channels or len(std) != channels:
         raise UserError(f"dataset {name!r}: mean/std have {len(mean)}/{len(std)} entries for {channels} channels")
-    num_classes = int(cfg.get("num_classes", int(train.targets.max()) + 1))
+    num_classes = int(cfg.get("num_classes") or int(max(int(train.targets.max()), int(test.targets.max())) + 1))
+    train = random_labels(train, float(cfg.get("random_labels") or 0.0), num_classes)
     return ImageDataset(name, train, test, num_classes, mean, std)
 
 

@@ -27,13 +27,24 @@ def train_run(ctx: RunContext, run_dir: Path, seed_offset: int = 0) -> dict[str,
     ident = s.training_identity(seed_offset)
     dataset = ctx.dataset()
     torch.manual_seed(ident["seed"])
-    model = build_model(ident["model"])
+    model = build_model(ident["model"], trusted=trusted_targets(ctx))
     check_model_fits_dataset(model, dataset, ident["model"].get("name", "?"))
+    epochs = int(ident["optim"].get("epochs", 0))
+    announced: list[int] = []
+
+    def on_epoch(m: dict[str, Any]) -> None:
+        ctx.tracker.log({f"train/{k}": v for k, v in m.items()})
+        if not announced and "epoch_time" in m:  # the first epoch timed: say what the rest costs
+            from landscape_exp.plan import announce_cost, training_cheaper
+
+            announced.append(1)
+            announce_cost("training", "epoch", float(m["epoch_time"]), epochs - int(m["epoch"]),
+                          lambda: training_cheaper(ctx))
+
     return train_model(
         model, dataset, ident["optim"], run_dir=run_dir, model_cfg=ident["model"], device=ctx.device,
         seed=ident["seed"], loss=ident["loss"], augment=ident["dataset"].get("augment"),
-        eval_batch_size=ctx.eval_batch_size, train_hash=config_hash(ident),
-        on_epoch=lambda m: ctx.tracker.log({f"train/{k}": v for k, v in m.items()}), progress=ctx.progress,
+        eval_batch_size=ctx.eval_batch_size, train_hash=config_hash(ident), on_epoch=on_epoch, progress=ctx.progress,
     )
 
 
@@ -87,20 +98,43 @@ def check_model_fits_dataset(model: nn.Module, dataset: ImageDataset, name: str)
         raise UserError(f"model {name!r} has {out.shape[-1]} outputs but dataset {dataset.name!r} has {dataset.num_classes} classes")
 
 
+def trusted_targets(ctx: RunContext) -> frozenset[str]:
+    """The model ``_target_`` the user named in their config (their own model class), if any."""
+    target = ctx.settings.model.get("_target_")
+    return frozenset({str(target)}) if target else frozenset()
+
+
 def model_config(ckpt: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
     """The checkpoint's own model config; a bare state_dict is taken to be ``model=``."""
     return dict(ckpt.get("model_cfg") or ctx.settings.model)
 
 
+def checkpoint_model(ctx: RunContext, ckpt: Mapping[str, Any], source: str,
+                     fallback: Mapping[str, Any] | None = None) -> nn.Module:
+    """A checkpoint's model, built from its own config (a bare state_dict: ``fallback``, else
+    ``model=``); a ``_target_`` outside the zoo only when the user named it too."""
+    fb = None if ckpt.get("model_cfg") is not None else dict(fallback or ctx.settings.model)
+    return model_from_checkpoint(ckpt, source, fb, trusted=trusted_targets(ctx))
+
+
 def load_for_analysis(ctx: RunContext, path: Path, dataset: ImageDataset) -> tuple[nn.Module, dict[str, Any]]:
     """Model and checkpoint dict, in eval mode on the device, checked against the dataset.
 
-    The model comes from the checkpoint's own config; a bare state_dict uses ``model=``."""
+    The model comes from the checkpoint's own config; a bare state_dict uses ``model=``. When the
+    checkpoint's model is not ``model=``, it is analysed with a notice and recorded as the model
+    of the run (:meth:`RunContext.adopt_model`), so files, W&B and comparisons name it."""
     ckpt = load_checkpoint(path)
-    fallback = None if ckpt.get("model_cfg") is not None else dict(ctx.settings.model)
-    model = model_from_checkpoint(ckpt, f"checkpoint {str(path)!r}", fallback)
-    check_model_fits_dataset(model, dataset, model_config(ckpt, ctx).get("name", "?"))
+    model = checkpoint_model(ctx, ckpt, f"checkpoint {str(path)!r}")
+    cfg = model_config(ckpt, ctx)
+    check_model_fits_dataset(model, dataset, cfg.get("name", "?"))
+    if _differs(cfg, ctx.settings.model):
+        ctx.adopt_model(cfg, f"checkpoint {str(path)!r} holds a {cfg.get('name', '?')!r} model; analysing it "
+                             f"(model={ctx.settings.model.get('name', '?')} does not apply)")
     return model.to(ctx.device).eval(), ckpt
+
+
+def _differs(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return json.dumps(dict(a), sort_keys=True, default=str) != json.dumps(dict(b), sort_keys=True, default=str)
 
 
 def check_same_architecture(what: str, path: Path, other_cfg: Mapping[str, Any] | None, ref_cfg: Mapping[str, Any] | None,

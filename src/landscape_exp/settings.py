@@ -129,11 +129,12 @@ class EvalSettings:
     points_per_pass: int
     data_split: int
     split_idx: int
+    device_batch_size: Mapping[str, int]  # the measured default per device type (cpu, cuda)
 
     def batch_size_for(self, device: torch.device) -> int:
         if self.batch_size is not None:
             return self.batch_size
-        return 4096 if device.type == "cuda" else 1024
+        return self.device_batch_size.get(device.type, self.device_batch_size["cpu"])
 
     @classmethod
     def read(cls, n: _Node) -> EvalSettings:
@@ -142,26 +143,51 @@ class EvalSettings:
         splits = n.raw("splits")
         if isinstance(splits, str) or not isinstance(splits, Sequence) or not splits or any(s not in SPLITS for s in splits):
             raise UserError(f"eval.splits={splits} must be a non-empty list of: {', '.join(SPLITS)}")
+        per_device = n.node("device_batch_size")
+        if not isinstance(per_device.data, Mapping):
+            raise UserError(f"eval.device_batch_size={per_device.data!r} must map device types to batch sizes, "
+                            "e.g. {cpu: 128, cuda: 4096}")
+        devices = {str(k): per_device.int(str(k), 1) for k in per_device.data}
+        if "cpu" not in devices:
+            raise UserError(f"eval.device_batch_size={dict(per_device.data)} needs a cpu entry (e.g. {{cpu: 128, cuda: 4096}})")
         return cls(tuple(str(s) for s in splits), n.str("loss", choices=LOSSES), n.int("batch_size", 1, null=True),
-                   n.int("points_per_pass", 1), n.int("data_split", 1), n.int("split_idx", 0))
+                   n.int("points_per_pass", 1), n.int("data_split", 1), n.int("split_idx", 0), devices)
 
 
 @dataclass(frozen=True)
 class PlotSettings:
-    """``plot``: figure levels and switches (contour levels ``arange(vmin, vmax, vlevel)``)."""
+    """``plot``: figure levels and switches (contour levels from the data, or the paper's
+    ``arange(vmin, vmax, vlevel)`` with ``levels=fixed``), the VTP upsampling, how the HTML view
+    carries plotly.js, and the 1D files ``task=plot`` overlays."""
 
     enabled: bool
+    levels: str
+    num_levels: int
     vmin: float
     vmax: float
     vlevel: float
     log: bool
     loss_max: float | None
     zmax: float | None
+    vtp_interp: int
+    html_plotlyjs: str
+    overlay: tuple[str, ...]
 
     @classmethod
     def read(cls, n: _Node) -> PlotSettings:
-        return cls(n.bool("enabled"), n.float("vmin"), n.float("vmax"), n.float("vlevel"), n.bool("log"),
-                   n.float("loss_max", null=True), n.float("zmax", null=True))
+        from landscape_exp.figures import HTML_PLOTLYJS, LEVEL_MODES, MAX_VTP_INTERP
+
+        interp = n.int("vtp_interp", 0)
+        if interp == 1 or interp > MAX_VTP_INTERP:
+            raise UserError(f"plot.vtp_interp={interp} must be 0 (off) or 2..{MAX_VTP_INTERP} points per axis")
+        num = n.int("num_levels", 2)
+        if num > 1000:
+            raise UserError(f"plot.num_levels={num} must be 2..1000")
+        overlay = n.raw("overlay")
+        overlay = [overlay] if isinstance(overlay, str) else list(overlay or [])
+        return cls(n.bool("enabled"), n.str("levels", choices=LEVEL_MODES), num, n.float("vmin"), n.float("vmax"),
+                   n.float("vlevel"), n.bool("log"), n.float("loss_max", null=True), n.float("zmax", null=True),
+                   interp, n.str("html_plotlyjs", choices=HTML_PLOTLYJS), tuple(str(f) for f in overlay))
 
 
 @dataclass(frozen=True)
@@ -222,6 +248,7 @@ class PrecisionSettings:
     mode: str
     channels_last: bool | None
     compile: bool
+    fold_bn: bool
 
     @classmethod
     def read(cls, n: _Node) -> PrecisionSettings:
@@ -230,7 +257,7 @@ class PrecisionSettings:
         cl = n.raw("channels_last")
         if cl is not None and not isinstance(cl, bool):
             raise UserError(f"precision.channels_last={cl!r} must be true, false or null")
-        return cls(n.str("mode", choices=("auto", *MODES)), cl, n.bool("compile"))
+        return cls(n.str("mode", choices=("auto", *MODES)), cl, n.bool("compile"), n.bool("fold_bn"))
 
 
 @dataclass(frozen=True)
@@ -254,6 +281,7 @@ class HessianSettings:
     seed: int
     batch_size: int | None  # None: chosen for the device (:meth:`batch_size_for`)
     spectrum: SpectrumSettings
+    curvature: str = "hessian"  # hessian | ggn | fisher
 
     def batch_size_for(self, device: torch.device) -> int:
         if self.batch_size is not None:
@@ -262,13 +290,17 @@ class HessianSettings:
         return 512 if device.type == "cuda" else 256
 
     def identity(self) -> dict[str, Any]:
-        """What determines the values (the batch size only changes roundoff)."""
+        """What determines the values (the batch size only changes roundoff). The curvature is
+        named only when it is not the Hessian, so files made before it existed still match."""
         s = self.spectrum
+        extra = {"curvature": self.curvature} if self.curvature != "hessian" else {}
         return {"split": self.split, "num_samples": self.num_samples, "seed": self.seed, "method": s.method,
-                "tol": s.tol, "max_iter": s.max_iter}
+                "tol": s.tol, "max_iter": s.max_iter, **extra}
 
     @classmethod
     def read(cls, n: _Node) -> HessianSettings:
+        from landscape_exp.hvp import CURVATURES
+
         seed = n.int("seed", 0)
         # Sections a task does not use are absent from its YAML: those stages are off (0 probes).
         dens = n.node("density") if n.has("density") else None
@@ -277,9 +309,10 @@ class HessianSettings:
             max_iter=n.raw("max_iter"), trace_probes=n.raw("trace_probes") if n.has("trace_probes") else 0,
             density_probes=dens.raw("probes") if dens else 0, density_iters=dens.raw("iters") if dens else 1,
             density_points=dens.raw("num_points") if dens else 2, seed=seed,
+            blocks=n.raw("blocks") if n.has("blocks") else 0,
         )
         return cls(n.str("split", choices=SPLITS), n.int("num_samples", 1, null=True), seed,
-                   n.int("batch_size", 1, null=True), spectrum)
+                   n.int("batch_size", 1, null=True), spectrum, n.str("curvature", choices=CURVATURES))
 
 
 @dataclass(frozen=True)
@@ -410,7 +443,7 @@ class Settings:
         sharp = top.raw("sharpness")
         return cls(
             task=name, config=config, seed=top.int("seed"), device=str(top.raw("device") or "auto"),
-            threads=top.int("threads", 1, null=True), progress=top.bool("progress"),
+            threads=top.int("threads", 1, null=True), progress=_progress(top),
             checkpoint=top.path("checkpoint"), run_dir=top.path("run_dir"), surf_file=top.path("surf_file"),
             surface_recover=top.bool("surface_recover"),
             x=None if x in (None, "") else str(x), y=None if y in (None, "") else str(y),
@@ -432,12 +465,24 @@ class Settings:
 
     def dataset_identity(self) -> dict[str, Any]:
         """The dataset config minus where it lives (so a cache key survives moving the data)."""
-        return {k: v for k, v in self.dataset.items() if k not in ("root", "download")}
+        out = {k: v for k, v in self.dataset.items() if k not in ("root", "download")}
+        if not out.get("random_labels"):  # the option's neutral value: identities (and caches) from before it stay valid
+            out.pop("random_labels", None)
+        return out
 
     def training_identity(self, seed_offset: int = 0) -> dict[str, Any]:
         """What determines a trained checkpoint (the key of the checkpoint cache)."""
         return {"model": dict(self.model), "dataset": self.dataset_identity(), "optim": dict(self.optim),
                 "seed": self.seed + seed_offset, "loss": self.eval.loss}
+
+
+def _progress(top: _Node) -> bool:
+    from landscape_exp.console import progress_wanted
+
+    v = top.raw("progress")
+    if v != "auto" and not isinstance(v, bool):
+        raise UserError(f"progress={v!r} must be auto (bars only on a terminal), true or false")
+    return progress_wanted(v)
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ in the surface file's ``sharpness`` attribute (JSON) by :func:`landscape_exp.sur
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -43,6 +44,7 @@ import torch
 from scipy import ndimage
 from scipy.interpolate import RegularGridInterpolator
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from landscape_exp.errors import UserError
 
@@ -279,6 +281,8 @@ def surface_sharpness(surface: Mapping[str, Any], *, metric: str | None = None,
     if done is not None:
         z[~np.asarray(done, dtype=bool).reshape(z.shape)] = np.nan
     out: dict[str, float] = {}
+    if surface.get("y") is not None and len(surface["y"]) == 1:  # a 1xN grid (y=v:v:1) is a 1D slice
+        surface, z = {**surface, "y": None}, z.ravel()
     if surface.get("y") is None:
         x = surface["x"]
         out.update({f"{PREFIX}rise_r{_fmt(r)}": v for r, v in loss_rise_at_radii(x, z, radii).items()})
@@ -498,21 +502,21 @@ def hessian_sharpness(model: nn.Module, batches: BatchSource, loss_fn: LossFn, n
                       seed: int = 0) -> dict[str, float]:
     """``{"lambda_max": top Hessian eigenvalue (Lanczos, iters steps), "trace": Hutchinson estimate}``."""
     from landscape_exp.hvp import HessianOperator
-    from landscape_exp.spectral import hutchinson_trace, top_eigenpairs
+    from landscape_exp.spectral import SolverOptions, hutchinson_trace, top_eigenpairs
 
     sel = [p for _, p in _select_params(model, params)]
     op = HessianOperator(model, sel, batches, loss_fn, num_samples)
     gen = torch.Generator().manual_seed(int(seed))
-    vals, _ = top_eigenpairs(op, op.dim, 1, method="lanczos", max_iter=max(1, min(int(iters), op.dim)),
-                             tol=1e-3, generator=gen)
+    top = top_eigenpairs(op, op.dim, 1, options=SolverOptions("lanczos", 1e-3, max(1, min(int(iters), op.dim))),
+                         generator=gen)
     trace, _, _ = hutchinson_trace(op, op.dim, max(int(probes), 2), generator=gen)
-    return {"lambda_max": float(vals[0]), "trace": trace}
+    return {"lambda_max": float(top.values[0]), "trace": trace}
 
 
 def model_sharpness(model: nn.Module, data: Any, *, loss: str = "crossentropy", batch_size: int = 512,
                     max_samples: int | None = None, eps: float = 1e-3, rho: float = 0.05, eta: float = 0.01,
                     steps: int = 10, restarts: int = 1, seed: int = 0, hessian: bool = False,
-                    hessian_iters: int = 20, hessian_probes: int = 10) -> dict[str, float]:
+                    hessian_iters: int = 20, hessian_probes: int = 10, progress: bool = False) -> dict[str, float]:
     """Model-based sharpness of ``model`` (in eval mode, fp32) on a :class:`~landscape_exp.data.DeviceData` split.
 
     Keys: ``sharpness/epsilon``, ``sharpness/adaptive``, ``sharpness/base_loss`` and, with
@@ -527,11 +531,14 @@ def model_sharpness(model: nn.Module, data: Any, *, loss: str = "crossentropy", 
     if n < 1:
         raise UserError(f"sharpness.max_samples={max_samples} leaves no data; use null or a positive number")
     bs = int(batch_size)
+    # one tick per pass over the data: each ascent evaluates steps + 1 points per restart
+    bar = tqdm(total=2 * (int(steps) + 1) * int(restarts), desc="sharpness", unit="pass", disable=not progress)
 
     def batches() -> Iterable[Batch]:
         for s in range(0, n, bs):
             e = min(s + bs, n)
             yield data.normalize(data.images[s:e]), data.targets[s:e]
+        bar.update(1)
 
     loss_fn = mean_loss_fn(loss)
     was_training = model.training
@@ -546,6 +553,7 @@ def model_sharpness(model: nn.Module, data: Any, *, loss: str = "crossentropy", 
                                   seed=int(seed))
             out.update({f"{PREFIX}{k}": v for k, v in h.items()})
     finally:
+        bar.close()
         model.train(was_training)
     return out
 
@@ -644,7 +652,8 @@ def _check_int(name: str, v: Any, minimum: int | None, alternative: str = "") ->
 
 
 def sharpness_summary(surface: Mapping[str, Any], settings: SharpnessSettings | None, *,
-                      model: nn.Module | None = None, data: Any = None, loss: str = "crossentropy") -> dict[str, float]:
+                      model: nn.Module | None = None, data: Any = None, loss: str = "crossentropy",
+                      progress: bool = False) -> dict[str, float]:
     """All sharpness metrics of one checkpoint's surface.
 
     Surface-based measures from ``surface`` (as ``read_surface`` returns it); model-based ones
@@ -656,8 +665,17 @@ def sharpness_summary(surface: Mapping[str, Any], settings: SharpnessSettings | 
         return {}
     out = surface_sharpness(surface, metric=s.metric, radii=s.radii, thresholds=s.thresholds)
     if s.model and model is not None and data is not None:
+        print(f"sharpness: epsilon- and adaptive sharpness, {model_passes(s)} forward-backward passes over "
+              f"{min(len(data), s.max_samples or len(data)):,} samples (sharpness.model=false skips this)", flush=True)
+        t0 = time.perf_counter()
         out.update(model_sharpness(
             model, data, loss=loss, batch_size=s.batch_size, max_samples=s.max_samples, eps=float(s.eps),
             rho=float(s.rho), eta=float(s.eta), steps=s.steps, restarts=s.restarts, seed=s.seed,
-            hessian=s.hessian, hessian_iters=s.hessian_iters, hessian_probes=s.hessian_probes))
+            hessian=s.hessian, hessian_iters=s.hessian_iters, hessian_probes=s.hessian_probes, progress=progress))
+        print(f"sharpness: done in {time.perf_counter() - t0:.1f} s", flush=True)
     return out
+
+
+def model_passes(s: SharpnessSettings) -> int:
+    """Forward-backward passes over the data that the model-based measures take (two ascents)."""
+    return 2 * int(s.steps) * int(s.restarts)

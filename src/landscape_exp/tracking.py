@@ -54,6 +54,9 @@ class Tracker:
     def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Log a table (e.g. the comparison of runs)."""
 
+    def update_config(self, values: Mapping[str, Any]) -> None:
+        """Correct the run's config (e.g. the model actually analysed, taken from a checkpoint)."""
+
     def summary(self, values: Mapping[str, Any]) -> None:
         """Set the run's summary values (nested mappings are flattened to ``a/b`` keys)."""
 
@@ -155,6 +158,9 @@ class WandbTracker(Tracker):
             self.run.log({key: wandb.Table(columns=list(columns), data=[[_cell(v) for v in r] for r in rows])})
 
         self._safe("table upload", go)
+
+    def update_config(self, values: Mapping[str, Any]) -> None:
+        self._safe("config update", lambda: self.run.config.update(dict(values), allow_val_change=True))
 
     def summary(self, values: Mapping[str, Any]) -> None:
         self._safe("summary", lambda: self.run.summary.update(flatten_mapping(values)))

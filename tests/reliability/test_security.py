@@ -101,16 +101,25 @@ def test_malicious_torch_file_is_refused_in_one_clean_line(cli_refusals, case):
     assert_clean_refusal(lines[0], r["path"])
 
 
-def test_model_target_from_the_command_line_is_not_called(tmp_path):
-    """``model._target_=builtins.open +model.file=<marker> +model.mode=w`` would create the marker
-    if the builder were looked up by name; it is refused against the allow-list instead."""
+def test_model_target_is_trusted_from_the_users_config_never_from_a_checkpoint(tmp_path):
+    """A ``_target_`` the user types (``model._target_=...``) names their own code and is imported,
+    as issue 17 asks; the same ``_target_`` arriving in a checkpoint's stored config, with the user
+    naming another model, is refused before anything is imported or called."""
     marker = tmp_path / "PWNED"
     cfg = compose_cfg(tmp_path, ["task=train", "model._target_=builtins.open", f"+model.file={marker}", "+model.mode=w",
                                  "optim.epochs=1", "plot.enabled=false"])
-    with pytest.raises(UserError) as e:
+    with pytest.raises(UserError) as e:  # the user's own (here: unsuitable) callable is called with the model keys
         run_job(cfg, output_dir=tmp_path / "run", job={})
+    assert "\n" not in str(e.value) and "invalid keyword argument for open()" in str(e.value)
+    ckpt = {"state_dict": build_model(lenet_cfg()).state_dict(),
+            "model_cfg": {"_target_": "builtins.open", "file": str(marker), "mode": "w", "name": "evil"}}
+    evil = tmp_path / "evil.pt"
+    torch.save(ckpt, evil)
+    cfg = compose_cfg(tmp_path, ["task=surface1d", f"checkpoint={evil}", "x=-1:1:3", "plot.enabled=false"])
+    with pytest.raises(UserError, match=r"builder 'builtins.open', which is not one of") as e:
+        run_job(cfg, output_dir=tmp_path / "run2", job={})
     assert not marker.exists()
-    assert "\n" not in str(e.value) and "'builtins.open'" in str(e.value) and BUILDERS[0] in str(e.value)
+    assert "\n" not in str(e.value) and BUILDERS[0] in str(e.value)
 
 
 # -- in-process: the other places a torch file or pickle could be read ---------------------------
@@ -199,7 +208,7 @@ FORBIDDEN = {
     "os.system", "os.popen", "torch.package.PackageImporter",
 }
 # Dynamic imports are allowed only behind a fixed allow-list (BUILDERS, TASKS) in these files.
-IMPORT_MODULE_ALLOWED = {"src/landscape_exp/models/__init__.py", "src/landscape_exp/tasks/__init__.py"}
+IMPORT_MODULE_ALLOWED = {"src/landscape_exp/user_code.py", "src/landscape_exp/tasks/__init__.py"}
 
 
 def _dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:

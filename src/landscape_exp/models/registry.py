@@ -16,6 +16,7 @@ from torch import nn
 
 from landscape_exp.errors import choice_error
 from landscape_exp.models.densenet import densenet121
+from landscape_exp.models.external import torchvision_model
 from landscape_exp.models.resnet import cifar_resnet
 from landscape_exp.models.small import lenet, mlp
 from landscape_exp.models.vgg import vgg9
@@ -27,6 +28,7 @@ BUILDER_FUNCTIONS: Mapping[str, Callable[..., nn.Module]] = MappingProxyType({
     "landscape_exp.models.densenet.densenet121": densenet121,
     "landscape_exp.models.small.lenet": lenet,
     "landscape_exp.models.small.mlp": mlp,
+    "landscape_exp.models.external.torchvision_model": torchvision_model,
 })
 
 
@@ -73,6 +75,7 @@ register_model("vgg9", "landscape_exp.models.vgg.vgg9")
 register_model("densenet121", "landscape_exp.models.densenet.densenet121")
 register_model("lenet", "landscape_exp.models.small.lenet")
 register_model("mlp", "landscape_exp.models.small.mlp", hidden=(64, 64))
+register_model("torchvision", "landscape_exp.models.external.torchvision_model", arch="resnet18")
 for _depth in (20, 56, 110):
     register_model(f"resnet{_depth}", _RESNET, depth=_depth, width=1, shortcut=True)
     register_model(f"resnet{_depth}_noshort", _RESNET, depth=_depth, width=1, shortcut=False)

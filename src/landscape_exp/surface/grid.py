@@ -30,11 +30,16 @@ class Axis:
         return f"{self.lo:g}:{self.hi:g}:{self.num}"
 
 
-def parse_axis(spec: object, name: str = "x") -> Axis:
-    """Parse ``'min:max:num'``; raise a one-line UserError naming the bad value otherwise."""
+def parse_axis(spec: object, name: str = "x", *, single: bool = False) -> Axis:
+    """Parse ``'min:max:num'``; raise a one-line UserError naming the bad value otherwise.
+
+    ``single``: also accept one value, ``v:v:1`` (the ``y=0:0:1`` of a 1xN grid, which the
+    original tool accepted)."""
     text = str(spec).strip()
     parts = text.split(":")
     allowed = f"{name} must look like 'min:max:num' with min < max and num >= 2 (e.g. {name}=-1:1:51)"
+    if single:
+        allowed += f", or v:v:1 for the single value v (e.g. {name}=0:0:1)"
     if len(parts) != 3:
         raise UserError(f"malformed grid {name}={text!r}: {allowed}")
     try:
@@ -47,6 +52,8 @@ def parse_axis(spec: object, name: str = "x") -> Axis:
         raise UserError(f"malformed grid {name}={text!r}: num {parts[2]!r} is not an integer; {allowed}") from None
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise UserError(f"malformed grid {name}={text!r}: min and max must be finite; {allowed}")
+    if single and num == 1 and lo == hi:
+        return Axis(lo, hi, 1)
     if num < 2:
         raise UserError(f"bad grid {name}={text!r}: num={num} points; {allowed}")
     if num > MAX_POINTS_PER_AXIS:
@@ -95,9 +102,10 @@ class Grid:
         return np.stack([xx.ravel(), yy.ravel()], axis=1)
 
 
-def parse_grid(x: object, y: object | None = None) -> Grid:
-    """Grid from ``x`` and optional ``y`` specs."""
-    return Grid(parse_axis(x, "x"), None if y is None else parse_axis(y, "y"))
+def parse_grid(x: object, y: object | None = None, *, single_y: bool = False) -> Grid:
+    """Grid from ``x`` and optional ``y`` specs; ``single_y``: ``y`` may be one value (a 1xN grid,
+    stored as the original tool did: ``ycoordinates`` of length 1, 2D arrays of one row)."""
+    return Grid(parse_axis(x, "x"), None if y is None else parse_axis(y, "y", single=single_y))
 
 
 def covering_axis(values: np.ndarray, margin: float, num: int, name: str, fallback_span: float | None = None) -> Axis:

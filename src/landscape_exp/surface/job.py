@@ -5,7 +5,7 @@ publishing the result (figures, W&B)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from torch import nn
 
 from landscape_exp.context import RunContext
 from landscape_exp.errors import UserError
+from landscape_exp.plan import surface_cheaper, timed_points
 from landscape_exp.provenance import file_sha256, tensors_sha256, versions
 from landscape_exp.resources import check_surface_resources
 from landscape_exp.data import ImageDataset
@@ -29,13 +30,14 @@ from landscape_exp.surface.weight_space import WeightSpace
 
 def grid_for(ctx: RunContext, ndim: int) -> Grid:
     """The ``x=``/``y=`` grid (the task's default where not given); one-line errors for a malformed
-    spec or a ``y`` given to a 1D task."""
+    spec or a ``y`` given to a 1D task. surface2d and plane take a single ``y`` value too (a 1xN
+    grid such as ``y=0:0:1``, as the original tool did), drawn as a 1D curve."""
     s = ctx.settings
     if ndim == 1:
         if s.y:
             raise UserError(f"task {s.task!r} is one-dimensional; drop y={s.y}")
         return parse_grid(s.x)
-    return parse_grid(s.x, s.y)
+    return parse_grid(s.x, s.y, single_y=s.task in ("surface2d", "plane"))
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ def attributes(ctx: RunContext, origin: Origin, plane: Plane, measure: Measure, 
     return {
         "task": ctx.settings.task, "model": origin.model_cfg.get("name", "?"), "dataset": origin.dataset_name,
         "normalization": normalization, "checkpoint": str(Path(origin.checkpoint).resolve()),
-        "dir_file": str(plane.dir_file), **extra, "config": dict(ctx.settings.config), "versions": versions(),
+        "dir_file": str(plane.dir_file), **extra, "config": ctx.config, "versions": versions(),
         **measure.attrs(),
     }
 
@@ -144,7 +146,8 @@ def run_surface(ctx: RunContext, *, target: Target, grid: Grid, origin: Origin, 
         todo = len(store.pending())
         what = f"shard {target.index} of {target.count}: {len(store.indices)} of {grid.size}" if target.count > 1 else f"{grid.size}"
         print(f"{s.task}: {what} points ({store.num_done} already done, {todo} to compute) -> {target.store_path}")
-        stats = compute_surface(space, grid, store, measure, progress=ctx.progress, desc=desc)
+        stats = compute_surface(space, grid, store, _Announcing(measure, lambda: surface_cheaper(ctx, grid)),
+                                progress=ctx.progress, desc=desc)
     if target.count > 1:
         try:
             merged = merge_shards(target.path, target.count, require_complete=False)
@@ -155,6 +158,16 @@ def run_surface(ctx: RunContext, *, target: Target, grid: Grid, origin: Origin, 
             return None, {"shard": target.index, "shard_count": target.count, "shard_file": str(target.store_path), **stats}
         print(f"all {target.count} shards done: merged into {target.path}")
     return read_surface(target.path), stats
+
+
+class _Announcing:
+    """``measure`` whose point stream says, after the first point, what the rest will cost."""
+
+    def __init__(self, measure: Measure, cheaper: Callable[[], str]):
+        self.measure, self.cheaper, self.metrics = measure, cheaper, measure.metrics
+
+    def points(self, space: WeightSpace, grid: Grid, pending: list[int]) -> Iterator[tuple[int, dict[str, float]]]:
+        return timed_points(self.measure.points(space, grid, pending), len(pending), self.cheaper)
 
 
 def publish(ctx: RunContext, prefix: str, figures: Sequence[Path], artifacts: Sequence[Path], artifact_name: str,

@@ -33,6 +33,7 @@ from landscape_exp.storage import H5_ERRORS, atomic_path, decode_attrs, h5_attr,
 from landscape_exp.surface.grid import Axis, Grid
 
 NOT_DONE = -1.0
+FLUSH_SHARE = 20  # an HDF5 replace waits at least this many times as long as the last one took
 
 
 def metric_names(splits: Sequence[str], quantities: Sequence[str] = ("loss", "acc")) -> list[str]:
@@ -56,6 +57,42 @@ def read_grid(f: h5py.File) -> Grid:
 def grid_of(surface: Mapping[str, Any]) -> Grid:
     """The grid of a surface as :func:`read_surface` returns it."""
     return Grid(_axis(surface["x"]), None if surface.get("y") is None else _axis(surface["y"]))
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def try_lock(path: Path) -> int | None:
+    """Take the surface's lock file (``<file>.lock``, holding the writer's pid), or None when
+    another process holds it. The file is removed on release; a lock taken on a file that was
+    removed meanwhile is dropped and taken again on the new one, so two writers never both win."""
+    lp = lock_path(path)
+    while True:
+        fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(lp).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)  # released and removed by its holder after we opened it: try the new file
+
+
+def release_lock(path: Path, fd: int) -> None:
+    """Remove the lock file (while still holding it), then release it."""
+    try:
+        lock_path(path).unlink(missing_ok=True)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 class SurfaceFile:
@@ -90,6 +127,7 @@ class SurfaceFile:
         self._lock_fd: int | None = None
         self._journal_fd: int | None = None
         self._last_flush = 0.0
+        self._flush_cost = 0.0  # seconds the last HDF5 replace took
         self._dirty = False
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -126,24 +164,17 @@ class SurfaceFile:
             self._unlock()
 
     def _lock(self) -> None:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_lock(self.path)
+        if fd is None:
             raise UserError(
                 f"surface file {str(self.path)!r} is being written by another process (lock "
-                f"{str(lock_path)!r} is held); wait for it or choose another output"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+                f"{str(lock_path(self.path))!r} is held); wait for it or choose another output"
+            )
         self._lock_fd = fd
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            release_lock(self.path, self._lock_fd)
             self._lock_fd = None
 
     # -- reading ------------------------------------------------------------------------------
@@ -216,7 +247,9 @@ class SurfaceFile:
         assert self._journal_fd is not None, "SurfaceFile is not open"
         os.write(self._journal_fd, (json.dumps({"k": int(k), "v": vals}) + "\n").encode())
         self._dirty = True
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
+        # the whole file is rewritten: at most every flush_seconds, and never more than 1/FLUSH_SHARE
+        # of the time, however large the grid or slow the file system
+        if time.monotonic() - self._last_flush >= max(self.flush_seconds, FLUSH_SHARE * self._flush_cost):
             self.flush()
 
     def flush(self, force: bool = False) -> None:
@@ -232,6 +265,7 @@ class SurfaceFile:
         return {m: v.reshape(self.grid.shape) for m, v in self.values.items()}
 
     def _write_h5(self) -> None:
+        t0 = time.monotonic()
         with atomic_path(self.path) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("xcoordinates", data=self.grid.x.coordinates)
             if self.grid.y is not None:
@@ -249,6 +283,7 @@ class SurfaceFile:
             f.flush()
             os.fsync(f.id.get_vfd_handle())
         self._last_flush = time.monotonic()
+        self._flush_cost = self._last_flush - t0
 
 
 def read_surface(path: str | Path) -> dict[str, Any]:
@@ -268,12 +303,29 @@ def read_surface(path: str | Path) -> dict[str, Any]:
             out["attrs"] = decode_attrs(f.attrs)
     except H5_ERRORS as e:  # damage past the superblock
         raise UserError(f"surface file {str(path)!r} is unreadable or corrupt ({e})") from None
+    _original_layout(out)
     if "done" not in out:
         losses = [v for k, v in out.items() if k.endswith("_loss")]
         out["done"] = np.all([v != NOT_DONE for v in losses], axis=0) if losses else None
     else:
         out["done"] = out["done"].astype(bool)
     return out
+
+
+def _original_layout(out: dict[str, Any]) -> None:
+    """The original tool's 2D arrays have shape ``(nx, ny)`` but are filled in
+    ``np.meshgrid(x, y).ravel()`` order, so their values are ``reshape(ny, nx)`` (``Z[j, i] =
+    f(x_i, y_j)``; a transpose would scramble them). Reshaped in place where the shapes tell the
+    layouts apart (nx != ny); a square grid is the same either way."""
+    if out.get("y") is None:
+        return
+    nx, ny = len(out["x"]), len(out["y"])
+    if nx == ny:
+        return
+    for name, value in list(out.items()):
+        if isinstance(value, np.ndarray) and value.shape == (nx, ny) and name not in ("x", "y"):
+            out[name] = value.reshape(ny, nx)
+            out["layout"] = "original (nx, ny), read as reshape(ny, nx)"
 
 
 def finite_summary(values: np.ndarray, done: np.ndarray) -> dict[str, int]:
@@ -292,12 +344,10 @@ def store_sharpness(path: str | Path, metrics: Mapping[str, float]) -> bool:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"surface file {str(p)!r} does not exist")
-    lock = os.open(p.with_name(p.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    lock = try_lock(p)
+    if lock is None:
+        return False
     try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
         with atomic_path(p, tag="sharpness") as tmp:
             shutil.copyfile(p, tmp)
             with h5py.File(tmp, "a") as f:
@@ -305,8 +355,7 @@ def store_sharpness(path: str | Path, metrics: Mapping[str, float]) -> bool:
                 f.flush()
         return True
     finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        os.close(lock)
+        release_lock(p, lock)
 
 
 def read_sharpness(surface_or_attrs: Mapping[str, Any]) -> dict[str, float]:

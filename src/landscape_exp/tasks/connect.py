@@ -27,6 +27,7 @@ from landscape_exp.model_source import (
     load_for_analysis,
     model_config,
 )
+from landscape_exp.plan import print_plan
 from landscape_exp.provenance import file_sha256
 
 
@@ -35,6 +36,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     s, cs = ctx.settings, ctx.settings.connect
     assert cs is not None
     dataset = ctx.dataset()
+    print_plan(ctx, dataset, f"a {cs.curve} curve trained for {cs.epochs} epochs between two minima, then it and the "
+                             f"segment evaluated at {cs.num_points} points")
     p1 = ensure_checkpoint(ctx)
     p2 = ensure_checkpoint(ctx, seed_offset=1, explicit=cs.model2)
     if p1.resolve() == p2.resolve():

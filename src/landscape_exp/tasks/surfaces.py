@@ -8,6 +8,7 @@ import numpy as np
 
 from landscape_exp.context import RunContext
 from landscape_exp.figures import render_surface
+from landscape_exp.plan import grid_work, print_plan
 from landscape_exp.model_source import ensure_checkpoint, load_for_analysis, model_config
 from landscape_exp.sharpness import sharpness_summary
 from landscape_exp.surface.store import store_sharpness
@@ -25,6 +26,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     target = surface_target(ctx)
     check_target(ctx, target, grid, len(metric_names(s.eval.splits)))
     dataset = ctx.dataset()
+    print_plan(ctx, dataset, grid_work(grid))
     ckpt_path = ensure_checkpoint(ctx)
     model, ckpt = load_for_analysis(ctx, ckpt_path, dataset)
     model_cfg = model_config(ckpt, ctx)
@@ -44,7 +46,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     summary = summarize(surface, grid)
     # This checkpoint's sharpness, from the surface and from the model (which the engine left at
     # the origin); stored in the surface file's attributes and logged with the summary.
-    sharp = sharpness_summary(surface, s.sharpness, model=model, data=measure.splits.get("train"), loss=s.eval.loss)
+    sharp = sharpness_summary(surface, s.sharpness, model=model, data=measure.splits.get("train"), loss=s.eval.loss,
+                               progress=ctx.progress)
     if sharp:
         store_sharpness(target.path, sharp)
         summary.update(sharp)

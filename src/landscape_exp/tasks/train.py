@@ -9,11 +9,14 @@ import numpy as np
 from landscape_exp.context import RunContext
 from landscape_exp.figures import figure_1d, save
 from landscape_exp.model_source import train_run
+from landscape_exp.plan import print_plan
 from landscape_exp.storage import write_json
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
     s = ctx.settings
+    print_plan(ctx, ctx.dataset(), f"{s.optim.get('epochs', '?')} epochs of optim={s.optim.get('name', '?')}, "
+                                   f"batch {s.optim.get('batch_size', '?')}, a checkpoint after every epoch")
     result = train_run(ctx, ctx.out_dir)
     hist = result["history"]
     epochs = np.array([h["epoch"] for h in hist], dtype=float)

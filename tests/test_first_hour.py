@@ -1,0 +1,118 @@
+"""What a researcher meets in the first hour: the plan and cost estimates, run.log, Ctrl-C, a
+checkpoint of another model, files given by mistake, required settings left unset."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+from conftest import ROOT, compose_cfg, run_cli
+from omegaconf import OmegaConf
+
+from landscape_exp.app import run_job
+from landscape_exp.compare import load_run
+from landscape_exp.console import progress_wanted
+from landscape_exp.context import RunContext, dataset_for
+from landscape_exp.errors import UserError
+from landscape_exp.plan import LONG, announce_cost, print_plan, timed_points
+from landscape_exp.settings import Settings
+
+TINY = ["x=-1:1:5", "plot.enabled=false", "sharpness=none"]
+
+
+def _ctx(root: Path, overrides: list[str]) -> RunContext:
+    settings = Settings.from_config(OmegaConf.to_container(compose_cfg(root, overrides), resolve=True))
+    return RunContext(settings=settings, out_dir=root, device=torch.device("cpu"))
+
+
+def test_plan_names_model_data_device_and_warns_of_a_cifar_net_on_digits(tmp_path: Path, capsys) -> None:
+    ctx = _ctx(tmp_path, ["model=resnet20", "task=surface2d"])
+    print_plan(ctx, dataset_for(ctx.settings.dataset), "a 51x51 grid (2,601 points)")
+    out = capsys.readouterr().out
+    assert "plan: surface2d: a 51x51 grid (2,601 points)" in out
+    assert "model resnet20 (272,186 parameters) on digits (1,438 train / 359 test images, 1x8x8, 10 classes)" in out
+    assert "optim=sgd (20 epochs, batch 64" in out
+    assert f"device cpu, precision fp32, evaluation batch {ctx.eval_batch_size}" in out
+    assert "20 forward-backward passes" in out  # the default sharpness step (2 ascents x 10 steps), announced
+    assert "note: resnet20 is a CIFAR-10 network" in out and "dataset=cifar10" in out
+
+
+def test_cost_estimates_and_the_long_run_warning(capsys) -> None:
+    announce_cost("surface", "point", 9.0, 2600, lambda: "a coarser grid")
+    out = capsys.readouterr().out
+    assert "surface: about 6.5 h for 2,600 points (9 s per point, measured)" in out
+    assert "warning: surface will take about 6.5 h; cheaper: a coarser grid" in out
+    announce_cost("surface", "point", LONG / 2000, 1000, lambda: "x")
+    assert "warning" not in capsys.readouterr().out  # half an hour: no warning
+
+    def slow():  # the first point carries a warm-up of 0.3 s, the others take 0.05 s
+        for k in range(6):
+            time.sleep(0.3 if k == 0 else 0.05)
+            yield k, {}
+
+    assert [k for k, _ in timed_points(slow(), 1000, lambda: "x")] == list(range(6))
+    line = capsys.readouterr().out
+    seconds = float(line.split("about ")[1].split(" s for")[0])
+    assert 996 * 0.04 < seconds < 996 * 0.08, line  # the warm-up does not count
+
+
+def test_run_log_holds_the_messages_no_lock_is_left_and_the_adopted_model_is_recorded(tmp_path: Path, mlp_ckpts) -> None:
+    out = tmp_path / "run"
+    summary = run_job(compose_cfg(tmp_path, ["task=surface1d", f"checkpoint={mlp_ckpts[0]}", *TINY]), output_dir=out, job={})
+    log = (out / "run.log").read_text()
+    assert "plan: surface1d" in log and "surface1d: 5 points (0 already done, 5 to compute)" in log
+    assert "note: checkpoint" in log and "holds a 'mlp' model; analysing it (model=lenet does not apply)" in log
+    assert not list(out.glob("*.lock")), "the surface lock file outlived the run"
+    # The checkpoint's model is what every record names: the file's config, the summary, compare.
+    with h5py.File(out / "surface.h5", "r") as f:
+        assert json.loads(f.attrs["config"])["model"]["name"] == "mlp" and f.attrs["model"] == "mlp"
+    assert summary["model_config"]["name"] == "mlp"
+    assert load_run(out).config["model.name"] == "mlp"
+
+
+def test_files_given_by_mistake_and_unset_required_settings_are_one_line(tmp_path: Path) -> None:
+    surface = ROOT / "tests" / "data" / "pre_restructure" / "surface2d_complete.h5"
+    with pytest.raises(UserError, match="is an HDF5 file .* not a torch checkpoint") as e:
+        run_job(compose_cfg(tmp_path, ["task=surface1d", f"checkpoint={surface}", *TINY]),
+                output_dir=tmp_path / "a", job={})
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match=r"dataset\.factory is required") as e:
+        run_job(compose_cfg(tmp_path, ["dataset=custom", "dataset.num_classes=2", "dataset.channels=1",
+                                       "dataset.image_size=8"]), output_dir=tmp_path / "b", job={})
+    with pytest.raises(UserError, match=r"eval\.loss"):  # refused before any file is written
+        run_job(compose_cfg(tmp_path, ["task=surface1d", "eval.loss=mae", *TINY]), output_dir=tmp_path / "c", job={})
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == []
+
+
+def test_progress_bars_only_on_a_terminal() -> None:
+    assert progress_wanted("auto") is False  # pytest's captured stderr is not a terminal
+    assert progress_wanted(True) is True and progress_wanted(False) is False
+
+
+def test_ctrl_c_is_one_line_with_what_was_saved_and_the_command_that_resumes(tmp_path: Path, lenet_ckpt) -> None:
+    args = ["task=surface2d", f"checkpoint={lenet_ckpt}", "x=-1:1:31", "y=-1:1:31", "plot.enabled=false",
+            "sharpness=none", "logger=none", "progress=false", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = run_cli(args, tmp_path, popen=True)
+    journal = tmp_path / "run" / "surface.h5.journal"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (journal.exists() and journal.stat().st_size > 1000):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    last = [ln for ln in err.splitlines() if ln.strip()][-1]
+    assert last.startswith("interrupted: ") and " points in " in last and "resume with: python run.py" in last, last
+    done = int(last.split("interrupted: ")[1].split(" of ")[0])
+    assert 0 < done < 31 * 31
+    rerun = shlex.split(last.split("resume with: ")[1])[2:]  # drop "python run.py"
+    assert f"hydra.run.dir={tmp_path / 'run'}" in rerun and "x=-1:1:31" in rerun
+    r = run_cli(rerun, tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"({done} already done" in r.stdout
