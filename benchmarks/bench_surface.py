@@ -302,7 +302,8 @@ def bench_model_on_cpu_or_gpu(name: str, args: argparse.Namespace, root: Path, d
                      "rounds": timings[key], "speedup": ref_spp / spp, "max_rel_loss_error": err, "batch_size": run.batch,
                      "max_error_over_loss_range": float(np.max(diff) / max(np.ptp(ref), 1e-300)),
                      "num_folded": run.measure.num_folded if not run.v.autocast else 0,
-                     **({"first_point_seconds_with_compile": compile_s[key]} if key in compile_s else {})})
+                     **({"first_point_seconds_with_compile": compile_s[key],
+                         "compile_cache": "warm" if args.warm_compile_cache else "cold"} if key in compile_s else {})})
     sweep = batch_sweep(model, split, args.batch_sweep, device) if args.batch_sweep else {}
     return {"model": name, "num_samples": len(split), "points": points, "engine_batch_size": batch,
             "reference_losses": losses["reference"], "results": rows, "batch_sweep_seconds": sweep}
@@ -339,7 +340,7 @@ def bookkeeping(n: int, device: torch.device, flush_seconds: float = 5.0) -> dic
         path = Path(tmp) / "surface.h5"
         with SurfaceFile(path, grid, measure.metrics, fingerprint={"bench": n}, flush_seconds=flush_seconds,
                          attrs={"config": {"a": 1}}) as store:
-            stats = compute_surface(space, grid, store, measure, progress=True, desc="bookkeeping")
+            stats = compute_surface(space, grid, store, measure, progress=sys.stderr.isatty(), desc="bookkeeping")
         size = path.stat().st_size
     k = max(1, len(stamps) // 10)
     first = k / (stamps[k] - stamps[0])
@@ -356,6 +357,10 @@ def print_model(rec: dict[str, Any]) -> None:
     for r in rec["results"]:
         print(f"  {r['variant']:56s} {r['batch_size']:5d} {r['seconds_per_point']:7.3f} {r['speedup']:7.2f}x "
               f"{r['max_rel_loss_error']:9.1e} {r['max_error_over_loss_range']:9.1e}")
+    for r in rec["results"]:
+        if "first_point_seconds_with_compile" in r:
+            print(f"  {r['key']}: first point {r['first_point_seconds_with_compile']:.1f} s with compilation "
+                  f"({r['compile_cache']} cache), then {r['seconds_per_point']:.3f} s per point")
     if rec["batch_sweep_seconds"]:
         print("  forward pass over the split, fp32 +fold +channels_last, by batch size: "
               + ", ".join(f"{b}: {s:.2f} s" for b, s in rec["batch_sweep_seconds"].items()))
@@ -378,6 +383,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bookkeeping-grid", type=int, default=101, help="N: time an N x N surface of a tiny model (0 = skip)")
     ap.add_argument("--compile-models", default="resnet20",
                     help="models that also get the torch.compile variants (comma list; compiling ResNet-56 on 2 cores takes minutes)")
+    ap.add_argument("--warm-compile-cache", action="store_true",
+                    help="keep torch.compile's on-disk cache (default: an empty one, so compile times are cold)")
     ap.add_argument("--checkpoint", default=None, help="a trained checkpoint of the (single) model")
     ap.add_argument("--json", default="benchmark_surface.json")
     ap.add_argument("--seed", type=int, default=0)
@@ -405,6 +412,8 @@ def main(argv: list[str] | None = None) -> dict:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[1:] if argv is None else argv,
     }
     with tempfile.TemporaryDirectory() as tmp:
+        if not args.warm_compile_cache:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor-cache")
         root = write_cifar_files(Path(tmp), args.num_samples, 10, args.seed)
         for i, name in enumerate(models):
             rec = bench_model_on_cpu_or_gpu(name, args, root, device, per(args.points, i), per(args.rounds, i), configured)

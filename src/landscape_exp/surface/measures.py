@@ -4,7 +4,7 @@ extreme Hessian eigenvalues (both satisfy :class:`landscape_exp.surface.engine.M
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -45,12 +45,16 @@ class LossMeasure:
     def __post_init__(self) -> None:
         self.metrics = metric_names(list(self.splits))
         self._copy: EvalCopy | None = None
+        self._run_precision = self.precision
         if self.points_per_pass <= 1:
             p = self.precision
             fwd, self._copy = eval_forward(self.model, fold=p.fold_bn, dtype=p.dtype, channels_last=p.channels_last,
                                            compile=p.compile)
             if self._copy is not None or self.forward is None:  # else: the caller's (compiled) model
                 self.forward = fwd
+            if self._copy is not None and self._copy.dtype is not None:
+                # the copy and its inputs are bf16 already: no autocast on top (it costs ~7% on CPU)
+                self._run_precision = replace(p, mode="fp32")
 
     @property
     def num_folded(self) -> int:
@@ -74,7 +78,7 @@ class LossMeasure:
 
     def points(self, space: WeightSpace, grid: Grid, pending: list[int]) -> Iterator[tuple[int, dict[str, float]]]:
         fwd = self.forward or self.model
-        kw = dict(loss=self.loss, batch_size=self.batch_size, precision=self.precision)
+        kw = dict(loss=self.loss, batch_size=self.batch_size, precision=self._run_precision)
         if self.points_per_pass <= 1:
             for k in pending:
                 space.move_to(grid.point(k))
