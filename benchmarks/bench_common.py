@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
 from landscape_exp.data import ImageDataset
+from landscape_exp.context import output_bytes
+from landscape_exp.evaluation import batch_for_memory
 from landscape_exp.models import build_model
 from landscape_exp.precision import Precision, resolve_precision
 
@@ -41,13 +44,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def configured_defaults(device: torch.device) -> tuple[Precision, dict[str, int]]:
+def configured_defaults(device: torch.device) -> tuple[Precision, dict[str, Any]]:
     """The precision a run gets by default on ``device`` (conf/precision/auto.yaml) and the
-    per-device evaluation batch sizes (``eval.device_batch_size`` of conf/config.yaml)."""
+    ``eval`` section of conf/config.yaml (how the evaluation batch is chosen)."""
     p = OmegaConf.load(ROOT / "conf" / "precision" / "auto.yaml")
     cfg = OmegaConf.load(ROOT / "conf" / "config.yaml")
-    per_device = {str(k): int(v) for k, v in cfg.eval.device_batch_size.items()}
-    return resolve_precision(p.mode, p.channels_last, p.compile, device, fold_bn=p.fold_bn), per_device
+    return (resolve_precision(p.mode, p.channels_last, p.compile, device, fold_bn=p.fold_bn),
+            OmegaConf.to_container(cfg.eval))  # type: ignore[return-value]
+
+
+def configured_batch(name: str, eval_cfg: dict[str, Any], device: torch.device, channels: int = 3, size: int = 32) -> int:
+    """The evaluation batch a run of ``name`` gets by default on ``device`` (context.RunContext.eval_batch_size)."""
+    memory = eval_cfg["batch_memory_mib"]
+    budget = int(memory.get(device.type, memory["cpu"]) * 2**20)
+    per_sample = output_bytes(model_cfg(name, channels, size, 10), (channels, size, size))
+    return batch_for_memory(per_sample, budget, eval_cfg["batch_min"], eval_cfg["batch_max"])
 
 
 def cpu_features() -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import multiprocessing
 import os
 import pickle
 import platform
@@ -47,11 +48,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/bench_common.py
 
-from bench_common import bench_model, configured_defaults, cpu_features, load_average, sync  # noqa: E402
+from bench_common import (bench_model, configured_batch, configured_defaults, cpu_features, load_average,  # noqa: E402
+                          sync)
 
 from landscape_exp.data import DeviceData, ImageDataset, ImageSplit  # noqa: E402
 from landscape_exp.directions import create_random_direction, snapshot  # noqa: E402
 from landscape_exp.evaluation import evaluate_sums  # noqa: E402
+from landscape_exp.folding import can_fuse  # noqa: E402
 from landscape_exp.precision import Precision  # noqa: E402
 from landscape_exp.resources import cpu_threads  # noqa: E402
 from landscape_exp.surface.measures import LossMeasure  # noqa: E402
@@ -144,24 +147,28 @@ class Variant:
     mode: str = "fp32"
     fold_bn: bool = False
     channels_last: bool = False
+    fuse: bool = False  # conv-ReLU(-add) fused into oneDNN convolutions (CPU)
     compile: bool = False
-    previous_batch: bool = False  # batch 1024, the CPU default before issue 16
-    autocast: bool = False  # bf16 as before issue 16: autocast over the fp32 model
+    before: bool = False  # the engine before issue 16: the model itself at batch 1024 (bf16: autocast)
+    batch: int = 0  # 0: the configured batch for the device
 
 
+FAST = dict(fold_bn=True, channels_last=True, fuse=True)
 VARIANTS = {
-    "previous": Variant("engine fp32, batch 1024 (before)", previous_batch=True),
+    "previous": Variant("engine fp32, batch 1024 (before)", before=True),
     "fp32": Variant("engine fp32"),
     "fold": Variant("engine fp32 +fold", fold_bn=True),
     "cl": Variant("engine fp32 +channels_last", channels_last=True),
     "fold_cl": Variant("engine fp32 +fold +channels_last", fold_bn=True, channels_last=True),
-    "fold_cl_compile": Variant("engine fp32 +fold +cl +compile", fold_bn=True, channels_last=True, compile=True),
+    "fast": Variant("engine fp32 +fold +channels_last +fuse", **FAST),
+    "fast_b64": Variant("engine fp32 +fold +channels_last +fuse", **FAST, batch=64),
+    "fast_compile": Variant("engine fp32 +fold +cl +fuse +compile", **FAST, compile=True),
     "tf32": Variant("engine tf32 +fold +channels_last", "tf32", fold_bn=True, channels_last=True),
-    "bf16_before": Variant("engine bf16 autocast, batch 1024 (before)", "bf16", previous_batch=True, autocast=True),
-    "bf16": Variant("engine bf16 +fold +channels_last", "bf16", fold_bn=True, channels_last=True),
-    "bf16_compile": Variant("engine bf16 +fold +cl +compile", "bf16", fold_bn=True, channels_last=True, compile=True),
+    "bf16_before": Variant("engine bf16 autocast, batch 1024 (before)", "bf16", before=True),
+    "bf16": Variant("engine bf16 +fold +channels_last +fuse", "bf16", **FAST),
+    "bf16_compile": Variant("engine bf16 +fold +cl +fuse +compile", "bf16", **FAST, compile=True),
 }
-CPU_VARIANTS = "previous,fp32,fold,cl,fold_cl,fold_cl_compile,bf16_before,bf16,bf16_compile"
+CPU_VARIANTS = "previous,fp32,fold,cl,fold_cl,fast,fast_b64,fast_compile,bf16_before,bf16,bf16_compile"
 
 
 class PointList:
@@ -175,25 +182,28 @@ class PointList:
 
 
 class EngineRun:
-    """One variant, built once: its own copy of the model moved by a WeightSpace, its measure."""
+    """One variant, built once: its own copy of the model moved by a WeightSpace, its measure
+    (``surface.measures.LossMeasure``; the engine before issue 16: ``evaluate_sums`` on the model)."""
 
     def __init__(self, v: Variant, model: nn.Module, split: ImageSplit, dirs: list, batch: int, device: torch.device,
-                 configured: Precision):
+                 configured: Precision | None = None):
         self.v, self.device = v, device
         self.model = copy.deepcopy(model)
         if v.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.space = WeightSpace(self.model, "weights", dirs)
         self.data = DeviceData(split, CIFAR_MEAN, CIFAR_STD, device, channels_last=v.channels_last)
-        self.batch = PREVIOUS_BATCH if v.previous_batch else batch
+        self.batch = PREVIOUS_BATCH if v.before else v.batch or batch
         self.precision = Precision(v.mode, v.channels_last, v.compile, v.fold_bn)
-        self.default = (not v.previous_batch and not v.autocast and self.precision == configured)
-        if not v.autocast:
-            self.measure = LossMeasure(self.model, {"train": self.data}, "crossentropy", self.batch, self.precision, (1, 0))
+        self.default = (not v.before and not v.batch and self.precision == configured
+                        and v.fuse == can_fuse(device))
+        if not v.before:
+            self.measure = LossMeasure(self.model, {"train": self.data}, "crossentropy", self.batch, self.precision, (1, 0),
+                                       fuse=v.fuse)
 
     def losses(self, points: Sequence[tuple[float, float]]) -> list[float]:
         out = []
-        if self.v.autocast:
+        if self.v.before:
             for pt in points:
                 self.space.move_to(pt)
                 total, _ = evaluate_sums(self.model, self.data, batch_size=self.batch, precision=self.precision)
@@ -203,6 +213,66 @@ class EngineRun:
         sync(self.device)
         self.space.restore()
         return out
+
+
+def cifar_split(root: Path) -> ImageSplit:
+    """The training images of the CIFAR-10 files as the engine holds them (uint8, NCHW)."""
+    tv = LocalCIFAR10(root=str(root), train=True, download=False)
+    return ImageSplit(torch.from_numpy(np.ascontiguousarray(tv.data.transpose(0, 3, 1, 2))),
+                      torch.tensor(tv.targets, dtype=torch.int64))
+
+
+def _old_world(conn: Any, root: str, model: nn.Module, directions: list, device: str, batch_size: int, workers: int,
+               threads: int) -> None:
+    if sys.platform == "linux":  # a spawned process inherits "spawn"; the original's loader workers fork
+        multiprocessing.set_start_method("fork", force=True)
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    loader = reference_loader(Path(root), dev, batch_size, workers)
+    net = copy.deepcopy(model).to(dev)
+    weights = [p.data for p in net.parameters()]  # net_plotter.get_weights
+    before: dict[str, EngineRun] = {}
+    while (msg := conn.recv()) is not None:
+        key, points = msg
+        t0 = time.perf_counter()
+        if key == "reference":
+            losses = reference_surface(net, weights, directions, points, loader, dev)
+        else:
+            if key not in before:
+                before[key] = EngineRun(VARIANTS[key], model.to(dev), cifar_split(Path(root)), directions, 0, dev)
+            losses = before[key].losses(points)
+        conn.send((losses, time.perf_counter() - t0))
+
+
+class OldWorld:
+    """The reference and the engine as it was before issue 16, in a process of their own: spawned,
+    so a fresh interpreter with the C library's defaults, as the original tool runs (the engine now
+    changes how glibc keeps freed memory, for the whole process: resources.keep_freed_memory).
+    Serves one timed call at a time, so its rounds alternate with the engine's; only the loop is
+    timed, not the messages."""
+
+    def __init__(self, root: Path, model: nn.Module, directions: list, device: torch.device, batch_size: int,
+                 workers: int, threads: int):
+        ctx = torch.multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_old_world, daemon=False,
+                                args=(child, str(root), copy.deepcopy(model).cpu(), [[d.cpu() for d in ds] for ds in directions],
+                                      str(device), batch_size, workers, threads))
+        self.proc.start()
+
+    def __call__(self, key: str, points: Sequence[tuple[float, float]]) -> tuple[list[float], float]:
+        self.conn.send((key, list(points)))
+        return self.conn.recv()
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:  # it is gone already
+            pass
+        self.proc.join(60)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join()
 
 
 # -- measurements ----------------------------------------------------------------------------------
@@ -234,7 +304,8 @@ def calibrate_batchnorm(model: nn.Module, split: ImageSplit, device: torch.devic
 
 
 def batch_sweep(model: nn.Module, split: ImageSplit, sizes: Sequence[int], device: torch.device, rounds: int = 2) -> dict[int, float]:
-    """Seconds of one fp32 forward pass over the split per batch size (BatchNorm folded, channels_last)."""
+    """Seconds of one fp32 forward pass over the split per batch size (BatchNorm folded, channels_last,
+    fused where the device has the kernels: the default)."""
     m = copy.deepcopy(model).to(memory_format=torch.channels_last)
     measure = LossMeasure(m, {}, "crossentropy", 1, Precision("fp32", True, False, True), (1, 0))
     data = DeviceData(split, CIFAR_MEAN, CIFAR_STD, device, channels_last=True)
@@ -250,11 +321,8 @@ def batch_sweep(model: nn.Module, split: ImageSplit, sizes: Sequence[int], devic
 
 
 def bench_model_on_cpu_or_gpu(name: str, args: argparse.Namespace, root: Path, device: torch.device, points_n: int,
-                              rounds: int, configured: tuple[Precision, dict[str, int]]) -> dict[str, Any]:
-    loader = reference_loader(root, device, args.ref_batch_size, args.workers)
-    tv = loader.dataset
-    split = ImageSplit(torch.from_numpy(np.ascontiguousarray(tv.data.transpose(0, 3, 1, 2))),
-                       torch.tensor(tv.targets, dtype=torch.int64))
+                              rounds: int, configured: tuple[Precision, dict[str, Any]]) -> dict[str, Any]:
+    split = cifar_split(root)
     ds = ImageDataset("cifar10-format", split, split, 10, CIFAR_MEAN, CIFAR_STD)
     model = bench_model(name, args.checkpoint, ds, args.seed, device)
     if not args.checkpoint:
@@ -263,45 +331,52 @@ def bench_model_on_cpu_or_gpu(name: str, args: argparse.Namespace, root: Path, d
     dirs = [create_random_direction(weights, seed=1), create_random_direction(weights, seed=2)]
     rng = np.random.default_rng(args.seed)
     points = [(0.0, 0.0)] + [tuple(float(v) for v in rng.uniform(-1, 1, 2)) for _ in range(points_n - 1)]
-    precision, per_device = configured
-    batch = args.batch_size or per_device.get(device.type, per_device["cpu"])
+    precision, eval_cfg = configured
+    batch = args.batch_size or configured_batch(name, eval_cfg, device)
 
-    ref_model = copy.deepcopy(model)
-    ref_weights = [p.data for p in ref_model.parameters()]  # net_plotter.get_weights
+    old = OldWorld(root, model, dirs, device, args.ref_batch_size, args.workers, torch.get_num_threads())
     print(f"\n{name}: {len(split)} images (CIFAR-10 files, random pixels), {len(points)} points x {rounds} rounds, "
           f"device {device}, {torch.get_num_threads()} threads, engine batch {batch}", flush=True)
     keys = [k for k in args.variants if not VARIANTS[k].compile or name in args.compile_models]
-    runs = {key: EngineRun(VARIANTS[key], model, split, dirs, batch, device, precision) for key in keys}
-    timings: dict[str, list[float]] = {"reference": [], **{k: [] for k in runs}}
+    runs = {key: EngineRun(VARIANTS[key], model, split, dirs, batch, device, precision) for key in keys
+            if not VARIANTS[key].before}
+    calls: dict[str, Callable[[list], tuple[list[float], float]]] = {"reference": lambda pts: old("reference", pts)}
+    for key in keys:
+        if VARIANTS[key].before:
+            calls[key] = lambda pts, key=key: old(key, pts)
+        else:
+            calls[key] = lambda pts, run=runs[key]: timed(lambda: run.losses(pts))
+    timings: dict[str, list[float]] = {k: [] for k in calls}
     losses: dict[str, list[float]] = {}
     compile_s: dict[str, float] = {}
-    for r in range(rounds):
-        if r == 0:  # warm-ups outside the timing: loader start, first-touch, compilation
-            reference_surface(ref_model, ref_weights, dirs, points[:1], loader, device)
-        losses["reference"], dt = timed(lambda: reference_surface(ref_model, ref_weights, dirs, points, loader, device))
-        timings["reference"].append(dt / len(points))
-        for key, run in runs.items():
-            if r == 0:
-                _, dt0 = timed(lambda: run.losses(points[:1]))
-                if run.v.compile:
-                    compile_s[key] = dt0
-            losses[key], dt = timed(lambda: run.losses(points))
-            timings[key].append(dt / len(points))
-        print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in timings.items()) + " s/pt", flush=True)
+    try:
+        for r in range(rounds):
+            for key, call in calls.items():
+                if r == 0:  # a warm-up point outside the timing: loader start, first touch, compilation
+                    _, dt0 = call(points[:1])
+                    if VARIANTS.get(key, Variant("")).compile:
+                        compile_s[key] = dt0
+                losses[key], dt = call(points)
+                timings[key].append(dt / len(points))
+            print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in timings.items()) + " s/pt", flush=True)
+    finally:
+        old.close()
     ref = np.array(losses["reference"])
     ref_spp = min(timings["reference"])
     rows = [{"variant": f"reference (original loop, batch {args.ref_batch_size}, {args.workers} workers)", "key": "reference",
              "seconds_per_point": ref_spp, "rounds": timings["reference"], "speedup": 1.0, "max_rel_loss_error": 0.0,
-             "max_error_over_loss_range": 0.0,
-             "batch_size": args.ref_batch_size}]
-    for key, run in runs.items():
+             "max_error_over_loss_range": 0.0, "batch_size": args.ref_batch_size}]
+    for key in keys:
+        v, run = VARIANTS[key], runs.get(key)
         spp = min(timings[key])
         diff = np.abs(np.array(losses[key]) - ref)
-        err = float(np.max(diff / np.abs(ref)))
-        rows.append({"variant": run.v.label + (" [default]" if run.default else ""), "key": key, "seconds_per_point": spp,
-                     "rounds": timings[key], "speedup": ref_spp / spp, "max_rel_loss_error": err, "batch_size": run.batch,
+        rows.append({"variant": v.label + (" [default]" if run is not None and run.default else ""), "key": key,
+                     "seconds_per_point": spp, "rounds": timings[key], "speedup": ref_spp / spp,
+                     "max_rel_loss_error": float(np.max(diff / np.abs(ref))),
                      "max_error_over_loss_range": float(np.max(diff) / max(np.ptp(ref), 1e-300)),
-                     "num_folded": run.measure.num_folded if not run.v.autocast else 0,
+                     "batch_size": PREVIOUS_BATCH if v.before else v.batch or batch,
+                     "num_folded": run.measure.num_folded if run is not None else 0,
+                     "num_fused": run.measure.num_fused if run is not None else 0,
                      **({"first_point_seconds_with_compile": compile_s[key],
                          "compile_cache": "warm" if args.warm_compile_cache else "cold"} if key in compile_s else {})})
     sweep = batch_sweep(model, split, args.batch_sweep, device) if args.batch_sweep else {}
@@ -362,7 +437,7 @@ def print_model(rec: dict[str, Any]) -> None:
             print(f"  {r['key']}: first point {r['first_point_seconds_with_compile']:.1f} s with compilation "
                   f"({r['compile_cache']} cache), then {r['seconds_per_point']:.3f} s per point")
     if rec["batch_sweep_seconds"]:
-        print("  forward pass over the split, fp32 +fold +channels_last, by batch size: "
+        print("  forward pass over the split, fp32 +fold +channels_last +fuse, by batch size: "
               + ", ".join(f"{b}: {s:.2f} s" for b, s in rec["batch_sweep_seconds"].items()))
 
 
@@ -371,12 +446,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default="resnet20,resnet56", help="comma list of conf/model names")
     ap.add_argument("--num-samples", type=int, default=2000, help="training images in the CIFAR-10 files")
     ap.add_argument("--points", default="3,2", help="grid points timed per round, per model (comma list, last repeats)")
-    ap.add_argument("--rounds", default="2,1", help="alternating rounds per model (comma list, last repeats)")
+    ap.add_argument("--rounds", default="2,2", help="alternating rounds per model (comma list, last repeats)")
     ap.add_argument("--variants", default=None, help=f"engine variants, comma list of: {', '.join(VARIANTS)} "
                     f"(default on CPU: {CPU_VARIANTS})")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="default: the CPUs this process may use")
-    ap.add_argument("--batch-size", type=int, default=None, help="engine batch (default: eval.device_batch_size of conf/config.yaml)")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="engine batch (default: what a run gets, chosen for the device and model by conf/config.yaml's eval section)")
     ap.add_argument("--batch-sweep", default="32,64,128,256,512,1024", help="batch sizes of the forward-pass sweep ('' = none)")
     ap.add_argument("--ref-batch-size", type=int, default=128)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference (the original's 2)")

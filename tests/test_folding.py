@@ -51,12 +51,15 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
+@pytest.mark.parametrize("fuse", [False, True], ids=["folded", "folded+fused"])
 @pytest.mark.parametrize("name,extra", MODELS, ids=["resnet8", "resnet8_noshort", "vgg9", "densenet"])
-def test_folded_copy_equals_the_unfolded_model(name, extra):
+def test_folded_copy_equals_the_unfolded_model(name, extra, fuse):
     model = _model(name, **extra)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    copy = EvalCopy(model)
+    copy = EvalCopy(model, fuse=fuse)
     assert copy.num_folded > 0
+    # resnet8: stem + 3 blocks x (conv-relu, conv-add-relu); no-skip: stem + 6 conv-relu; vgg9: 7 convs
+    assert copy.num_fused == ({"resnet": 7, "vgg": 7, "densenet": 4}[name] if fuse else 0)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in copy.net.modules()) or name == "densenet"
     x = torch.randn(16, 3, 16, 16)
     with torch.no_grad():
@@ -98,6 +101,11 @@ def test_models_without_batchnorm_run_as_they_are():
     model = _model("lenet")
     fwd, copy = eval_forward(model, fold=True)
     assert fwd is model and copy is None
+    fwd, copy = eval_forward(model, fold=True, fuse=True)  # on a CPU, conv-ReLU still fuses
+    assert copy is not None and copy.num_folded == 0 and copy.num_fused == 2
+    x = torch.randn(16, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(fwd(x), model(x), rtol=1e-5, atol=1e-6)
 
 
 def test_loss_measure_folds_once_per_point_and_leaves_the_model(monkeypatch):
@@ -130,10 +138,11 @@ def test_loss_measure_folds_once_per_point_and_leaves_the_model(monkeypatch):
 def test_bf16_copy_error_is_small_and_reported():
     model = _model("resnet", depth=8)
     x = torch.randn(64, 3, 16, 16)
-    copy = EvalCopy(model, dtype=torch.bfloat16, channels_last=True)
-    with torch.no_grad():
-        ref, low = model(x), copy(x).float()
-    assert 0 < _rel(low, ref) < 5e-2
+    for fuse in (False, True):
+        copy = EvalCopy(model, dtype=torch.bfloat16, channels_last=True, fuse=fuse)
+        with torch.no_grad():
+            ref, low = model(x), copy(x).float()
+        assert 0 < _rel(low, ref) < 5e-2
 
 
 def test_compiled_copy_does_not_recompile_per_point(monkeypatch):
@@ -144,7 +153,8 @@ def test_compiled_copy_does_not_recompile_per_point(monkeypatch):
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=counter))
     torch._dynamo.reset()
     model = _model("resnet", depth=8)
-    copy = EvalCopy(model, compile=True)
+    copy = EvalCopy(model, compile=True, fuse=True)
+    assert copy.num_fused == 4  # conv-ReLU only: the residual form has no fake-tensor kernel
     x = torch.randn(8, 3, 16, 16)
     outs = []
     with torch.no_grad():
@@ -174,20 +184,48 @@ def test_batch_size_changes_no_loss_beyond_1e6(loss):
             assert int(correct) == int(ref_correct)
 
 
-def test_default_batch_size_and_precision_come_from_the_config():
-    from landscape_exp.settings import EvalSettings, PrecisionSettings, _Node
+def test_batch_is_chosen_for_the_device_and_model(tmp_path):
+    """eval.batch_size=null: the largest power of two whose biggest layer output fits the device's
+    budget (conf/config.yaml), measured in docs/engine.md: 128 for ResNets on CIFAR-10 on a CPU,
+    the whole split for LeNet on 8x8 digits, 4096 on CUDA."""
+    from conftest import compose_cfg
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "config.yaml"))
-    ev = EvalSettings.read(_Node(cfg["eval"], "eval"))
-    assert ev.batch_size_for(torch.device("cpu")) == cfg["eval"]["device_batch_size"]["cpu"]
-    assert ev.batch_size_for(torch.device("cuda")) == cfg["eval"]["device_batch_size"]["cuda"]
+    from landscape_exp.context import RunContext
+    from landscape_exp.settings import Settings
+
+    cases = {("model=resnet56", "dataset=cifar10"): (128, 4096), ("model=resnet20", "dataset=cifar10"): (128, 4096),
+             ("model=vgg9", "dataset=cifar10"): (32, 4096), ("model=lenet",): (4096, 4096),
+             ("model=lenet", "eval.batch_size=77"): (77, 77)}
+    for overrides, expected in cases.items():
+        s = Settings.from_config(OmegaConf.to_container(compose_cfg(tmp_path, list(overrides)), resolve=True))
+        got = tuple(RunContext(settings=s, out_dir=tmp_path, device=torch.device(d)).eval_batch_size for d in ("cpu", "cuda"))
+        assert got == expected, overrides
+
+
+def test_batch_for_memory_and_largest_output():
+    from landscape_exp.evaluation import batch_for_memory, largest_output_bytes
+
+    assert batch_for_memory(65536, 8 * 2**20, 32, 4096) == 128
+    assert batch_for_memory(1536, 8 * 2**20, 32, 4096) == 4096
+    assert batch_for_memory(2**24, 8 * 2**20, 32, 4096) == 32  # nothing fits: the minimum
+    with torch.device("meta"):
+        from landscape_exp.models import resnet
+
+        model = resnet.cifar_resnet(depth=8, num_classes=10, in_channels=3, image_size=32)
+    assert largest_output_bytes(model, (3, 32, 32)) == 16 * 32 * 32 * 4
+
+
+def test_precision_defaults_come_from_the_config():
+    from omegaconf import OmegaConf
+
+    from landscape_exp.settings import PrecisionSettings, _Node
+
     for mode in ("auto", "fp32", "tf32", "bf16"):
         p = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "precision" / f"{mode}.yaml"))
-        ps = PrecisionSettings.read(_Node(p, "precision"))
-        assert ps.fold_bn is True
+        assert PrecisionSettings.read(_Node(p, "precision")).fold_bn is True
     auto = resolve_precision("auto", None, False, torch.device("cpu"), fold_bn=True)
-    assert auto.mode == "fp32" and auto.fold_bn and auto.dtype is None
+    assert auto.mode == "fp32" and auto.fold_bn and auto.channels_last and auto.dtype is None
     assert resolve_precision("bf16", True, False, torch.device("cpu")).dtype == torch.bfloat16
 
 

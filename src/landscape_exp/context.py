@@ -12,6 +12,8 @@ import torch
 
 from landscape_exp.data import DeviceData, ImageDataset, eval_subset, load_dataset
 from landscape_exp.errors import UserError
+from landscape_exp.evaluation import batch_for_memory, largest_output_bytes
+from landscape_exp.models import build_model
 from landscape_exp.precision import Precision, resolve_precision
 from landscape_exp.settings import Settings
 from landscape_exp.tracking import Tracker
@@ -52,8 +54,17 @@ class RunContext:
 
     @property
     def eval_batch_size(self) -> int:
-        """``eval.batch_size``, else the measured default for this device type (``eval.device_batch_size``)."""
-        return self.settings.eval.batch_size_for(self.device)
+        """``eval.batch_size``, else chosen for the device and the model: the largest power of two in
+        ``[eval.batch_min, eval.batch_max]`` whose biggest layer output fits ``eval.batch_memory_mib``
+        for this device type. On a CPU that keeps a batch's activations near the caches (ResNet-20/56 on
+        CIFAR-10: 128, 2.5x faster than 1024; LeNet on 8x8 digits: 4096, 1.7x faster than 128)."""
+        ev = self.settings.eval
+        if ev.batch_size is not None:
+            return ev.batch_size
+        ds = self.settings.dataset
+        shape = (int(ds.get("channels") or 3), int(ds.get("image_size") or 32), int(ds.get("image_size") or 32))
+        return batch_for_memory(output_bytes(self.config.get("model", {}), shape), ev.batch_memory_for(self.device),
+                                ev.batch_min, ev.batch_max)
 
     @property
     def precision(self) -> Precision:
@@ -77,6 +88,24 @@ class RunContext:
 
 
 _DATASETS: dict[str, ImageDataset] = {}
+_OUTPUT_BYTES: dict[str, int] = {}
+GUESSED_CHANNELS = 16  # a model that cannot be sized: its biggest output taken as 16 channels at the input's size
+
+
+def output_bytes(model_cfg: dict[str, Any], shape: tuple[int, int, int]) -> int:
+    """Bytes per sample of the biggest layer output of the configured model (built on the meta
+    device, memoized); a model that cannot be built so is guessed from the input size."""
+    key = json.dumps([model_cfg, shape], sort_keys=True, default=str)
+    if key not in _OUTPUT_BYTES:
+        try:
+            with torch.device("meta"):
+                model = build_model(dict(model_cfg))
+            _OUTPUT_BYTES[key] = largest_output_bytes(model, shape)
+        except Exception:  # a model of the user's own, a config it cannot be built from: guess
+            _OUTPUT_BYTES[key] = 0
+        if not _OUTPUT_BYTES[key]:
+            _OUTPUT_BYTES[key] = 4 * GUESSED_CHANNELS * shape[1] * shape[2]
+    return _OUTPUT_BYTES[key]
 
 
 def dataset_for(dataset_cfg: dict[str, Any] | Any) -> ImageDataset:

@@ -5,7 +5,7 @@ No host synchronisation inside the batch loop: sums accumulate on the device and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypedDict, Unpack
 
 import torch
@@ -118,3 +118,32 @@ def summed_loss_per_sample(logits: torch.Tensor, targets: torch.Tensor, loss: st
         onehot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
         return (F.softmax(logits, dim=1) - onehot).pow(2).mean(dim=1)
     raise choice_error("loss", loss, LOSSES)
+
+
+def largest_output_bytes(model: nn.Module, sample_shape: Sequence[int]) -> int:
+    """Bytes per sample of the largest output of any leaf module of ``model`` (on the meta device:
+    no memory, no compute) for inputs of ``sample_shape`` (C, H, W), in eval mode."""
+    sizes: list[int] = []
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel() * out.element_size())
+                                     if isinstance(out, torch.Tensor) else None) for m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.empty(2, *sample_shape, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return max(sizes, default=0) // 2
+
+
+def batch_for_memory(bytes_per_sample: int, budget_bytes: int, min_batch: int, max_batch: int) -> int:
+    """The largest power of two in ``[min_batch, max_batch]`` whose ``bytes_per_sample`` batch fits
+    ``budget_bytes`` (``min_batch`` when none does): on a CPU the biggest layer output of a batch
+    then stays near the caches, and per-batch overheads stay small."""
+    batch = 1
+    while batch * 2 <= max_batch and batch * 2 * max(1, bytes_per_sample) <= budget_bytes:
+        batch *= 2
+    return min(max(batch, min_batch), max_batch)

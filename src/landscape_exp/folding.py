@@ -1,25 +1,38 @@
-"""BatchNorm folded into the convolution (or linear layer) that feeds it, for evaluation.
+"""The network as the surface engine evaluates it: BatchNorm folded into the convolution (or
+linear layer) that feeds it, and on CPUs the ReLU (and residual addition) fused into it.
 
 In eval mode ``bn(conv(x)) = s * (W x + b - mu) + beta`` with ``s = gamma / sqrt(var + eps)`` per
 output channel, which is one convolution with weight ``s * W`` and bias ``s * (b - mu) + beta``:
 the same function up to rounding, with the BatchNorm pass (about an eighth of a ResNet's CPU time)
-gone. The folded weights depend on the point in weight space, so :class:`EvalCopy` keeps a
-separate copy of the network whose tensors are recomputed from the live model once per grid point
-(:meth:`EvalCopy.refresh`); the live model's own tensors are never changed.
+gone. On a CPU, ``relu(conv(x))`` and ``relu(conv(x) + r)`` then become one oneDNN convolution
+with the ReLU/addition as post-ops (``torch.ops.mkldnn._convolution_pointwise``, the kernels
+``torch.compile`` uses for frozen CPU graphs; the same values in fp32): two more passes over the
+activations gone. The folded weights depend on the point in weight space, so :class:`EvalCopy`
+keeps a separate copy of the network whose tensors are recomputed from the live model once per
+grid point (:meth:`EvalCopy.refresh`); the live model's own tensors are never changed.
 """
 
 from __future__ import annotations
 
 import copy
+import operator
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+RELUS = (F.relu, torch.relu)
+ADDS = (operator.add, torch.add)
+
+
+def can_fuse(device: torch.device) -> bool:
+    """Whether oneDNN's fused convolutions are there for ``device`` (CPUs with mkldnn)."""
+    return device.type == "cpu" and torch.backends.mkldnn.is_available()
 
 
 def folded_conv(
@@ -75,6 +88,55 @@ def fold_pairs(graph_module: fx.GraphModule) -> list[FoldPair]:
     return pairs
 
 
+def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    return ((node.op == "call_function" and node.target in RELUS and len(node.args) == 1)
+            or (node.op == "call_module" and isinstance(modules.get(str(node.target)), nn.ReLU))
+            or (node.op == "call_method" and node.target == "relu" and len(node.args) == 1))
+
+
+def fuse_conv_relu(gm: fx.GraphModule, *, residual: bool = True) -> int:
+    """Rewrite ``relu(conv(x))`` and, with ``residual``, ``relu(conv(x) + r)`` (2-D convolutions
+    whose output nothing else reads) as fused oneDNN calls on the conv's own weight and bias;
+    returns how many. (``torch.compile`` cannot trace the residual form: it has no fake-tensor
+    kernel, so a compiled copy fuses only the first and leaves the addition to the compiler.)"""
+    modules = dict(gm.named_modules())
+    graph = gm.graph
+    fused = 0
+    for node in list(graph.nodes):
+        conv = modules.get(str(node.target)) if node.op == "call_module" else None
+        if (not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros" or isinstance(conv.padding, str)
+                or len(node.users) != 1 or len(node.args) != 1 or node.kwargs):
+            continue
+        user = next(iter(node.users))
+        other = None
+        if residual and user.op == "call_function" and user.target in ADDS and len(user.args) == 2 and not user.kwargs:
+            other = user.args[1] if user.args[0] is node else user.args[0]
+            if not isinstance(other, fx.Node) or other is node or len(user.users) != 1:
+                continue
+            relu = next(iter(user.users))
+        else:
+            relu = user
+        if not _is_relu(relu, modules):
+            continue
+        geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        with graph.inserting_before(relu):
+            w = graph.get_attr(f"{node.target}.weight")
+            b = graph.get_attr(f"{node.target}.bias") if conv.bias is not None else None
+            if other is None:
+                new = graph.call_function(torch.ops.mkldnn._convolution_pointwise.default,
+                                          (node.args[0], w, b, *geometry, "relu", [], ""))
+            else:
+                new = graph.call_function(torch.ops.mkldnn._convolution_pointwise.binary,
+                                          (node.args[0], other, w, b, *geometry, "add", None, "relu", [], ""))
+        relu.replace_all_uses_with(new)
+        graph.erase_node(relu)
+        if other is not None:
+            graph.erase_node(user)
+        graph.erase_node(node)
+        fused += 1
+    return fused
+
+
 def _trace(model: nn.Module) -> fx.GraphModule | None:
     try:
         return fx.symbolic_trace(model)
@@ -83,27 +145,33 @@ def _trace(model: nn.Module) -> fx.GraphModule | None:
 
 
 class EvalCopy:
-    """A private copy of ``model`` for evaluation, optionally with BatchNorm folded, in ``dtype``
-    and ``channels_last``; :meth:`refresh` copies the live model's current tensors into it.
+    """A private copy of ``model`` for evaluation, optionally with BatchNorm folded (``fold``),
+    conv-ReLU fused (``fuse``: CPU only, see :func:`can_fuse`), in ``dtype`` and
+    ``channels_last``; :meth:`refresh` copies the live model's current tensors into it.
 
-    ``fold=False`` or a model that cannot be traced (``torch.fx``) gives a plain copy;
-    :attr:`num_folded` says how many BatchNorm layers were folded. Inputs are cast to ``dtype``.
+    A model that cannot be traced (``torch.fx``) gives a plain copy; :attr:`num_folded` and
+    :attr:`num_fused` say how many BatchNorm layers were folded and convolutions fused. Inputs
+    are cast to ``dtype``.
     ``compile``: the copy runs under ``torch.compile`` for batches of the first batch's shape
     (other shapes, such as a split's last partial batch, run uncompiled: one compilation per run,
     not two); :meth:`refresh` writes into the same tensors, which the compiled graph takes as
     inputs, so a new grid point does not recompile.
     """
 
-    def __init__(self, model: nn.Module, *, fold: bool = True, dtype: torch.dtype | None = None,
+    def __init__(self, model: nn.Module, *, fold: bool = True, fuse: bool = False, dtype: torch.dtype | None = None,
                  channels_last: bool = False, compile: bool = False):
         self.model = model
         self.dtype = dtype
         twin = copy.deepcopy(model)
-        traced = _trace(twin) if fold else None
-        self.pairs = fold_pairs(traced) if traced is not None else []
+        traced = _trace(twin) if fold or fuse else None
+        self.pairs = fold_pairs(traced) if traced is not None and fold else []
         net: nn.Module = twin
-        if traced is not None and self.pairs:
-            net = _remove_norms(traced, self.pairs)
+        self.num_fused = 0
+        if traced is not None:
+            _remove_norms(traced, self.pairs)
+            self.num_fused = fuse_conv_relu(traced, residual=not compile) if fuse else 0
+            if self.pairs or self.num_fused:
+                net = _finish(traced)
         if dtype is not None:
             net = net.to(dtype)
         if channels_last:
@@ -154,8 +222,8 @@ class EvalCopy:
         return self.net(x)
 
 
-def _remove_norms(gm: fx.GraphModule, pairs: list[FoldPair]) -> fx.GraphModule:
-    """``gm`` with each pair's norm removed and its layer given a bias (values set by refresh)."""
+def _remove_norms(gm: fx.GraphModule, pairs: list[FoldPair]) -> None:
+    """Remove each pair's norm from ``gm`` and give its layer a bias (values set by refresh)."""
     norms = {p.norm for p in pairs}
     for p in pairs:
         layer = gm.get_submodule(p.layer)
@@ -166,6 +234,9 @@ def _remove_norms(gm: fx.GraphModule, pairs: list[FoldPair]) -> fx.GraphModule:
         if node.op == "call_module" and node.target in norms:
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
+
+
+def _finish(gm: fx.GraphModule) -> fx.GraphModule:
     gm.graph.lint()
     gm.recompile()
     with warnings.catch_warnings():
@@ -174,13 +245,14 @@ def _remove_norms(gm: fx.GraphModule, pairs: list[FoldPair]) -> fx.GraphModule:
     return gm
 
 
-def eval_forward(model: nn.Module, *, fold: bool, dtype: torch.dtype | None = None, channels_last: bool = False,
-                 compile: bool = False) -> tuple[Callable[[torch.Tensor], torch.Tensor], EvalCopy | None]:
+def eval_forward(model: nn.Module, *, fold: bool, fuse: bool = False, dtype: torch.dtype | None = None,
+                 channels_last: bool = False, compile: bool = False
+                 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], EvalCopy | None]:
     """The forward to evaluate ``model`` with, and the copy to :meth:`EvalCopy.refresh` after each
     move; the copy is None (the model itself runs, compiled if asked) when there is nothing to
-    fold and no dtype change."""
-    if fold or dtype is not None:
-        twin = EvalCopy(model, fold=fold, dtype=dtype, channels_last=channels_last, compile=compile)
-        if twin.num_folded or dtype is not None:
+    fold or fuse and no dtype change."""
+    if fold or fuse or dtype is not None:
+        twin = EvalCopy(model, fold=fold, fuse=fuse, dtype=dtype, channels_last=channels_last, compile=compile)
+        if twin.num_folded or twin.num_fused or dtype is not None:
             return twin, twin
     return (torch.compile(model, dynamic=False) if compile else model), None

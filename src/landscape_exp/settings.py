@@ -125,16 +125,17 @@ class EvalSettings:
 
     splits: tuple[str, ...]
     loss: str
-    batch_size: int | None  # None: chosen for the device (:meth:`batch_size_for`)
+    batch_size: int | None  # None: chosen for the device and model (context.RunContext.eval_batch_size)
     points_per_pass: int
     data_split: int
     split_idx: int
-    device_batch_size: Mapping[str, int]  # the measured default per device type (cpu, cuda)
+    batch_memory_mib: Mapping[str, float]  # per device type (cpu, cuda): the biggest layer output of a batch
+    batch_min: int
+    batch_max: int
 
-    def batch_size_for(self, device: torch.device) -> int:
-        if self.batch_size is not None:
-            return self.batch_size
-        return self.device_batch_size.get(device.type, self.device_batch_size["cpu"])
+    def batch_memory_for(self, device: torch.device) -> int:
+        """Bytes the biggest layer output of an evaluation batch may take on ``device``."""
+        return int(self.batch_memory_mib.get(device.type, self.batch_memory_mib["cpu"]) * 2**20)
 
     @classmethod
     def read(cls, n: _Node) -> EvalSettings:
@@ -143,15 +144,16 @@ class EvalSettings:
         splits = n.raw("splits")
         if isinstance(splits, str) or not isinstance(splits, Sequence) or not splits or any(s not in SPLITS for s in splits):
             raise UserError(f"eval.splits={splits} must be a non-empty list of: {', '.join(SPLITS)}")
-        per_device = n.node("device_batch_size")
-        if not isinstance(per_device.data, Mapping):
-            raise UserError(f"eval.device_batch_size={per_device.data!r} must map device types to batch sizes, "
-                            "e.g. {cpu: 128, cuda: 4096}")
-        devices = {str(k): per_device.int(str(k), 1) for k in per_device.data}
-        if "cpu" not in devices:
-            raise UserError(f"eval.device_batch_size={dict(per_device.data)} needs a cpu entry (e.g. {{cpu: 128, cuda: 4096}})")
+        per_device = n.node("batch_memory_mib")
+        if not isinstance(per_device.data, Mapping) or "cpu" not in per_device.data:
+            raise UserError(f"eval.batch_memory_mib={per_device.data!r} must map device types to MiB, "
+                            "with a cpu entry, e.g. {cpu: 8, cuda: 1024}")
+        memory = {str(k): per_device.float(str(k)) for k in per_device.data}
+        if any(not v > 0 for v in memory.values()):
+            raise UserError(f"eval.batch_memory_mib={per_device.data!r} must be positive")
         return cls(tuple(str(s) for s in splits), n.str("loss", choices=LOSSES), n.int("batch_size", 1, null=True),
-                   n.int("points_per_pass", 1), n.int("data_split", 1), n.int("split_idx", 0), devices)
+                   n.int("points_per_pass", 1), n.int("data_split", 1), n.int("split_idx", 0), memory,
+                   n.int("batch_min", 1), n.int("batch_max", 1))
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ from torch import nn
 
 from landscape_exp.data import DeviceData
 from landscape_exp.evaluation import evaluate_points_sums, evaluate_sums
-from landscape_exp.folding import EvalCopy, eval_forward
+from landscape_exp.folding import EvalCopy, can_fuse, eval_forward
 from landscape_exp.precision import Precision
+from landscape_exp.resources import keep_freed_memory
 from landscape_exp.surface.grid import Grid
 from landscape_exp.surface.store import metric_names
 from landscape_exp.surface.weight_space import WeightSpace
@@ -26,10 +27,10 @@ class LossMeasure:
     over stacked weights (pays off for small models on a GPU; see benchmarks/).
 
     One point at a time, the forward runs on an evaluation copy of the model when
-    ``precision.fold_bn`` finds BatchNorm layers to fold or the mode is bf16
-    (:func:`landscape_exp.folding.eval_forward`): after each move of the model the copy is
-    recomputed from it, once per point, and ``precision.compile`` compiles that copy (``forward``
-    is then not used). The moved model's own weights are never changed.
+    ``precision.fold_bn`` finds BatchNorm layers to fold, a CPU has conv-ReLU pairs to fuse or the
+    mode is bf16 (:func:`landscape_exp.folding.eval_forward`): after each move of the model the
+    copy is recomputed from it, once per point, and ``precision.compile`` compiles that copy
+    (``forward`` is then not used). The moved model's own weights are never changed.
     """
 
     model: nn.Module
@@ -40,16 +41,21 @@ class LossMeasure:
     data_split: tuple[int, int]
     points_per_pass: int = 1
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # e.g. a torch.compile'd model
+    fuse: bool | None = None  # conv-ReLU fusion; None: where the device has the kernels (CPU)
     metrics: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = metric_names(list(self.splits))
         self._copy: EvalCopy | None = None
         self._run_precision = self.precision
+        if any(d.device.type == "cpu" for d in self.splits.values()):
+            keep_freed_memory()  # the same activation buffers every batch: no page faults for them
         if self.points_per_pass <= 1:
             p = self.precision
-            fwd, self._copy = eval_forward(self.model, fold=p.fold_bn, dtype=p.dtype, channels_last=p.channels_last,
-                                           compile=p.compile)
+            device = next(self.model.parameters(), torch.empty(0)).device
+            fuse = can_fuse(device) if self.fuse is None else self.fuse and can_fuse(device)
+            fwd, self._copy = eval_forward(self.model, fold=p.fold_bn, fuse=fuse, dtype=p.dtype,
+                                           channels_last=p.channels_last, compile=p.compile)
             if self._copy is not None or self.forward is None:  # else: the caller's (compiled) model
                 self.forward = fwd
             if self._copy is not None and self._copy.dtype is not None:
@@ -60,6 +66,11 @@ class LossMeasure:
     def num_folded(self) -> int:
         """BatchNorm layers folded into the layer before them (0: evaluated as written)."""
         return self._copy.num_folded if self._copy is not None else 0
+
+    @property
+    def num_fused(self) -> int:
+        """Convolutions run with their ReLU (and residual addition) fused in (CPU)."""
+        return self._copy.num_fused if self._copy is not None else 0
 
     def fingerprint(self) -> dict[str, Any]:
         return {"splits": list(self.splits), "data_split": list(self.data_split),
