@@ -14,6 +14,7 @@ from landscape_exp import curves as C
 from landscape_exp.context import RunContext
 from landscape_exp.data import DeviceData, ImageDataset, eval_subset
 from landscape_exp.figures import figure_curves, save
+from landscape_exp.path_metrics import barrier_annotation, path_measures
 from landscape_exp.precision import Precision
 from landscape_exp.provenance import versions
 from landscape_exp.storage import atomic_path, decode_attrs, h5_attr, open_h5
@@ -76,12 +77,16 @@ def evaluate_and_report(ctx: RunContext, curve: C.CurveModel, dataset: ImageData
         results[name] = C.evaluate_path(curve, ts, bn_data, splits, kind=name, loss=s.eval.loss, batch_size=bs,
                                         bn_batch_size=cs.bn_batch_size or bs, precision=precision, progress=ctx.progress)
     model_name = info.get("model_cfg", {}).get("name", "?")
+    # Connectivity measures (path_metrics): the curve's under their plain names, the segment's prefixed.
+    measures = {}
+    for name, m in results.items():
+        measures.update(path_measures(ts, m, prefix="" if name == curve.kind else f"{name}_"))
     attrs = {"curve": curve.kind, "model": model_name, "dataset": dataset.name, "loss": s.eval.loss,
-             "bn_recomputed": "true", "config": ctx.config, "versions": versions(),
+             "bn_recomputed": "true", "measures": measures, "config": ctx.config, "versions": versions(),
              **{k: v for k, v in info.items() if k != "model_cfg"}}
     h5 = write_curve_h5(ctx.out_dir / "curve.h5", ts, results, attrs)
 
-    summary: dict[str, Any] = {"curve": curve.kind, "num_points": cs.num_points, "curve_h5": str(h5)}
+    summary: dict[str, Any] = {"curve": curve.kind, "num_points": cs.num_points, "curve_h5": str(h5), "measures": measures}
     for name, m in results.items():
         for key in ("train_loss", "test_loss"):
             summary[f"{name}/{key}/max"] = float(np.max(m[key]))
@@ -96,10 +101,14 @@ def evaluate_and_report(ctx: RunContext, curve: C.CurveModel, dataset: ImageData
             summary[f"{end}/{key}"] = float(seg[key][i])
     c, sg = summary[f"{curve.kind}/train_loss/max"], summary["segment/train_loss/max"]
     print(f"max train loss: {curve.kind} {c:.4g}, segment {sg:.4g}; end points {summary['end1/train_loss']:.4g} and {summary['end2/train_loss']:.4g}")
+    print(f"train-loss barrier: {curve.kind} {measures['barrier_train_loss']['value']:.4g}, segment "
+          f"{measures['segment_barrier_train_loss']['value']:.4g}; mode connectivity mc (Yang et al.) "
+          f"{measures['mc_train_loss']['value']:.4g}")
     ctx.tracker.log_curve("connect", ts, {f"{name}/{k}": v for name, m in results.items() for k, v in m.items()}, xname="t")
     if s.plot.enabled:
         title = f"{curve.kind} curve vs segment: {model_name} on {dataset.name}"
-        figs = save(figure_curves(ts, results, title=title), ctx.out_dir / "connect_curves")
+        barriers = {name: barrier_annotation(ts, m["train_loss"]) for name, m in results.items() if "train_loss" in m}
+        figs = save(figure_curves(ts, results, title=title, barriers=barriers), ctx.out_dir / "connect_curves")
         ctx.tracker.log_images(figs, prefix="connect/")
         summary["figures"] = [str(f) for f in figs]
     return summary

@@ -586,6 +586,7 @@ class SharpnessSettings:
     hessian_iters: int
     hessian_probes: int
     seed: int
+    flatness: Any  # the flatness.FlatnessSettings of the `flatness` block (read from its mapping here)
 
     def __post_init__(self) -> None:
         _check_bool("enabled", self.enabled)
@@ -614,6 +615,10 @@ class SharpnessSettings:
         _check_int("hessian_iters", self.hessian_iters, 1)
         _check_int("hessian_probes", self.hessian_probes, 1)
         _check_int("seed", self.seed, None)
+        from landscape_exp.flatness import FlatnessSettings
+
+        if not isinstance(self.flatness, FlatnessSettings):  # frozen: normalise once here
+            object.__setattr__(self, "flatness", FlatnessSettings.from_mapping(self.flatness))
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> SharpnessSettings:
@@ -679,3 +684,23 @@ def sharpness_summary(surface: Mapping[str, Any], settings: SharpnessSettings | 
 def model_passes(s: SharpnessSettings) -> int:
     """Forward-backward passes over the data that the model-based measures take (two ascents)."""
     return 2 * int(s.steps) * int(s.restarts)
+
+
+def model_flatness(s: SharpnessSettings | None, model: nn.Module | None, data: Any, loss: str = "crossentropy") -> dict[str, Any]:
+    """Gaussian and PAC-Bayes flatness (:mod:`landscape_exp.flatness`) of ``model`` on ``data`` (the
+    training split) as ``summary["measures"]`` entries; ``{}`` when off or without model/data."""
+    if s is None or not s.enabled or model is None or data is None:
+        return {}
+    from landscape_exp.flatness import flatness_measures
+
+    fs = s.flatness
+    if not (fs.gaussian or fs.pac_bayes):
+        return {}
+    n = min(len(data), s.max_samples or len(data))
+    print(f"flatness: Gaussian/PAC-Bayes measures, about {fs.passes()} forward passes over {n:,} samples "
+          "(sharpness.flatness.gaussian/pac_bayes=false skip them)", flush=True)
+    t0 = time.perf_counter()
+    out = flatness_measures(model, data, fs, loss=loss, batch_size=s.batch_size, max_samples=s.max_samples, seed=s.seed)
+    print("flatness: " + ", ".join(f"{k} {v['value']:.4g}" for k, v in out.items())
+          + f" ({time.perf_counter() - t0:.1f} s)", flush=True)
+    return out

@@ -74,6 +74,7 @@ def figure_1d(
     acc: bool = True,
     done: np.ndarray | None = None,
     anchors: Mapping[str, float] | None = None,
+    barrier: Mapping[str, float] | None = None,
 ) -> Figure:
     """Loss (left axis) and accuracy (right axis) along a 1D slice, like ``plot_1D.py``.
 
@@ -89,6 +90,9 @@ def figure_1d(
         done: optional (n,) computed-points mask applied to every metric.
         anchors: named positions marked by a vertical line (e.g. ``{"model 1": 0, "model 2": 1}``
             on an interpolation), drawn where they lie inside the x range.
+        barrier: the training loss's barrier between two models
+            (:func:`landscape_exp.path_metrics.barrier_annotation`): the line between the end
+            losses dashed, the barrier's height marked at its location.
     """
     xa = coords(x, "x")
     n = xa.size
@@ -144,10 +148,28 @@ def figure_1d(
     if all(not np.isfinite(v).any() for k, v in curves.items() if k in loss_keys + acc_keys):
         no_points(ax1)
     _mark_positions(ax1, xa, anchors)
+    if barrier is not None and loss_ax is not None and not log:
+        handles.append(_mark_barrier(loss_ax, barrier, "tab:blue"))
     # Outside the axes: the legend never hides a curve.
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4),
                fontsize=8, frameon=False)
     return fig
+
+
+def _mark_barrier(ax: Axes, b: Mapping[str, float], colour: str, name: str = "") -> Line2D:
+    """The straight line between the end values (dotted) and a double arrow from it up to the
+    path at the barrier's location, labelled with the height; returns the legend handle."""
+    t0, t1, v0, v1 = (float(b[k]) for k in ("t0", "t1", "v0", "v1"))
+    loc, h = float(b["location"]), float(b["height"])
+    (line,) = ax.plot([t0, t1], [v0, v1], color=colour, linestyle=":", linewidth=1.0,
+                      label=f"{name}barrier {h:.3g} at t={loc:.3g}")
+    base = v0 + (loc - t0) / (t1 - t0) * (v1 - v0)
+    if h > 0:
+        ax.annotate("", xy=(loc, base + h), xytext=(loc, base),
+                    arrowprops={"arrowstyle": "<->", "color": colour, "linewidth": 1.0})
+        ax.annotate(f"{h:.3g}", xy=(loc, base + 0.5 * h), xytext=(4, 0), textcoords="offset points",
+                    color=colour, fontsize=8, va="center")
+    return line
 
 
 def _mark_positions(ax: Axes, x: np.ndarray, anchors: Mapping[str, float] | None) -> None:
@@ -238,6 +260,7 @@ def figure_curves(
     curves: Mapping[str, Mapping[str, np.ndarray]],
     *,
     title: str,
+    barriers: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Figure:
     """Loss and error (%) along connecting curves (mode connectivity), one panel each.
 
@@ -248,6 +271,8 @@ def figure_curves(
             ``train_acc``/``test_acc`` (converted to error = 100 - accuracy). Each curve
             gets a colour; train is solid, test dashed. -1/NaN/inf points are masked.
         title: figure title.
+        barriers: ``{curve name: barrier annotation}`` of the training loss, marked on the
+            loss panel (:func:`landscape_exp.path_metrics.barrier_annotation`).
     """
     ta = coords(t, "t")
     n = ta.size
@@ -274,6 +299,8 @@ def figure_curves(
                 anything |= bool(np.isfinite(v).any())
                 _draw_line(ax_loss, ta, v, color=colour, linestyle=ls, linewidth=1.5,
                            label=f"{name} ({split})")
+                if split == "train" and barriers and barriers.get(name):
+                    _mark_barrier(ax_loss, barriers[name], colour, f"{name}: ")
             err = None
             if f"{split}_err" in metrics:
                 err = _curve(metrics[f"{split}_err"], n, f"{name}.{split}_err", None)

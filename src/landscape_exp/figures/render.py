@@ -60,8 +60,14 @@ def render_surface(surface: Mapping[str, Any], out_dir: Path, plot: PlotSettings
             metrics = {k: np.ravel(v) for k, v in metrics.items()}
             done = None if done is None else np.ravel(done)
             xlabel += f" (beta = {float(y[0]):g})"
+        barrier = None
+        if task == "interp1d" and "train_loss" in metrics:  # the barrier between the two models
+            from landscape_exp.path_metrics import barrier_annotation
+
+            v = np.where(np.ravel(done).astype(bool), metrics["train_loss"], np.nan) if done is not None else metrics["train_loss"]
+            barrier = barrier_annotation(surface["x"], v)
         fig = figure_1d(surface["x"], metrics, title=title, xlabel=xlabel, log=log, loss_max=plot.loss_max, done=done,
-                        anchors=anchors_of(task, 1) if y is None or float(y[0]) == 0.0 else None)
+                        anchors=anchors_of(task, 1) if y is None or float(y[0]) == 0.0 else None, barrier=barrier)
         return save(fig, out_dir / f"{stem}_1d")
     x = surface["x"]
     spec = LevelSpec.from_plot(plot)

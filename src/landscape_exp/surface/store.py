@@ -341,6 +341,27 @@ def store_sharpness(path: str | Path, metrics: Mapping[str, float]) -> bool:
     kill leaves either the old or the new file. Returns False (and changes nothing) when another
     process holds the surface's lock.
     """
+    return _store_json_attr(path, "sharpness", {k: float(v) for k, v in metrics.items()})
+
+
+def store_measures(path: str | Path, measures: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Store ``measures`` (``{name: {"value", "ci_low", "ci_high", "higher_is_sharper"}}``, as
+    ``summary["measures"]``) as the surface file's ``measures`` attribute (JSON), atomically, like
+    :func:`store_sharpness`."""
+    return _store_json_attr(path, "measures", {k: dict(v) for k, v in measures.items()})
+
+
+def read_measures(surface_or_attrs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``measures`` attribute of a surface (``read_surface`` dict or its ``attrs``), or ``{}``."""
+    attrs = surface_or_attrs.get("attrs", surface_or_attrs)
+    raw = attrs.get("measures") if isinstance(attrs, Mapping) else None
+    try:
+        return dict(json.loads(raw)) if raw is not None else {}
+    except (ValueError, TypeError):
+        return {}
+
+
+def _store_json_attr(path: str | Path, name: str, payload: Any) -> bool:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"surface file {str(p)!r} does not exist")
@@ -348,10 +369,10 @@ def store_sharpness(path: str | Path, metrics: Mapping[str, float]) -> bool:
     if lock is None:
         return False
     try:
-        with atomic_path(p, tag="sharpness") as tmp:
+        with atomic_path(p, tag=name) as tmp:
             shutil.copyfile(p, tmp)
             with h5py.File(tmp, "a") as f:
-                f.attrs["sharpness"] = json.dumps({k: float(v) for k, v in metrics.items()})
+                f.attrs[name] = json.dumps(payload)
                 f.flush()
         return True
     finally:

@@ -10,8 +10,9 @@ from landscape_exp.context import RunContext
 from landscape_exp.figures import render_surface
 from landscape_exp.plan import grid_work, print_plan
 from landscape_exp.model_source import ensure_checkpoint, load_for_analysis, model_config
-from landscape_exp.sharpness import sharpness_summary
-from landscape_exp.surface.store import store_sharpness
+from landscape_exp.path_metrics import surface_path_measures
+from landscape_exp.sharpness import model_flatness, sharpness_summary
+from landscape_exp.surface.store import store_measures, store_sharpness
 from landscape_exp.surface.job import Origin, check_target, loss_measure, grid_for, publish, run_surface, surface_target
 from landscape_exp.surface.plane import build_plane
 from landscape_exp.surface.store import metric_names
@@ -51,6 +52,12 @@ def run(ctx: RunContext) -> dict[str, Any]:
     if sharp:
         store_sharpness(target.path, sharp)
         summary.update(sharp)
+    # Scalar measures (docs/measures.md): an interpolation's connectivity, the minimum's flatness.
+    measures = {**surface_path_measures(s.task, surface),
+                **model_flatness(s.sharpness, model, measure.splits.get("train"), s.eval.loss)}
+    if measures:
+        store_measures(target.path, measures)
+        summary["measures"] = measures
     summary.update(stats)
     summary.update({"surface_file": str(target.path), "dir_file": str(plane.dir_file),
                     "direction_norms": plane.norms()})
