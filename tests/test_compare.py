@@ -82,13 +82,15 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _own_numbers(run_dir: Path) -> dict[str, float]:
-    """What the run itself says, straight from its files."""
+def _own_numbers(run_dir: Path, suffix: str = "") -> dict[str, float]:
+    """What the run itself says, straight from its files (measure names + ``suffix``)."""
     s = json.loads((run_dir / "summary.json").read_text())
     with h5py.File(run_dir / "surface.h5", "r") as f:
         sharp = json.loads(f.attrs["sharpness"])
         ckpt_path = f.attrs["checkpoint"]
     sharp.update({k: v for k, v in s.items() if k.startswith("sharpness/")})
+    sharp.update({k: m["value"] for k, m in s.get("measures", {}).items()})  # the flatness measures, where on
+    sharp = {k + suffix: v for k, v in sharp.items()}
     if "test_loss/centre" in s:
         own = {k: s[f"{k}/centre"] for k in ("train_loss", "test_loss", "train_acc", "test_acc")}
     else:  # training split only: the analysed checkpoint's own metrics
@@ -102,26 +104,29 @@ def test_compare_a_multirun(runs, tmp_path):
     root, sweep, _ = runs
     out = tmp_path / "cmp"
     summary = _compare(root, out, [f"task.sweep_dir={sweep}"])
-    assert summary["runs"] == 2
+    assert summary["models"] == 2 and summary["jobs"] == 2
     assert (out / "compare_2d.png").read_bytes()[:4] == b"\x89PNG" and (out / "compare_2d.pdf").is_file()
+    assert (out / "measures_vs_seed.png").is_file() and (out / "measures_vs_gap.png").is_file()
     assert not (out / "compare_1d.png").exists()  # no 1D runs
-    assert summary["differing_keys"] == ["seed"]
+    assert summary["swept"] == ["seed"]
     rows = _read_csv(out / "compare.csv")
-    assert [r["run"] for r in rows] == ["0", "1"] and [r["seed"] for r in rows] == ["0", "1"]
+    assert [r["model"] for r in rows] == ["seed=0", "seed=1"] and [r["jobs"] for r in rows] == ["0", "1"]
     for r in rows:
-        own = _own_numbers(sweep / r["run"])
+        own = _own_numbers(sweep / r["jobs"])
         assert r["source"] == "surface centre"
         assert any(k.startswith("sharpness/rise_r") for k in own) and any(k.startswith("sharpness/area_t") for k in own)
         for k, v in own.items():
             assert float(r[k]) == v or (math.isnan(v) and math.isnan(float(r[k]))), k
-    # two runs are too few for a rank correlation: reported, as NaN
+    # two models are too few for a rank correlation: reported, as NaN, with n and why
     corr = _read_csv(out / "correlations.csv")
-    measures = {k for k in own if k.startswith("sharpness/") and "basin_open" not in k and k != "sharpness/base_loss"}
-    assert {c["metric"] for c in corr} == measures
-    assert all(c["runs"] == "2" and math.isnan(float(c["spearman_rho"])) for c in corr)
+    metric_names = ("train_loss", "test_loss", "test_acc", "test_error", "gap")
+    measures = {k for k in own if "basin_open" not in k and k not in ("sharpness/base_loss", *metric_names)}
+    assert {c["measure"] for c in corr} == measures and {c["target"] for c in corr} == {"test_error", "gap"}
+    assert all(c["n"] == "2" and math.isnan(float(c["spearman_rho"])) for c in corr)
+    assert {c["note"] for c in corr} == {"n=2, too few for a rank correlation"}
     md = (out / "compare.md").read_text()
-    assert "| run | seed | train_loss |" in md and "Spearman" in md
-    assert json.loads((out / "summary.json").read_text())["runs"] == 2
+    assert "| model | seed | train_loss |" in md and "Rank correlations" in md
+    assert json.loads((out / "summary.json").read_text())["models"] == 2
 
 
 def test_compare_a_list_of_runs_1d_and_2d(runs, tmp_path):
@@ -129,18 +134,28 @@ def test_compare_a_list_of_runs_1d_and_2d(runs, tmp_path):
     out = tmp_path / "cmp"
     listed = [*singles, sweep / "0"]
     summary = _compare(root, out, [f"task.runs=[{','.join(str(p) for p in listed)}]"])
-    assert summary["runs"] == 3
+    # seed 0's 1D run and the 2D job of seed 0 analyse the same cached checkpoint: one model
+    assert summary["models"] == 2 and summary["jobs"] == 3 and summary["swept"] == ["seed"]
     for stem in ("compare_1d", "compare_2d"):
         assert (out / f"{stem}.png").is_file() and (out / f"{stem}.pdf").is_file()
-    assert {"seed", "task.name", "eval.splits"} <= set(summary["differing_keys"])
     rows = _read_csv(out / "compare.csv")
-    assert [r["run"] for r in rows] == ["seed0", "seed1", "0"]
-    assert [r["source"] for r in rows] == ["checkpoint", "checkpoint", "surface centre"]
-    for r, d in zip(rows, listed):
-        for k, v in _own_numbers(d).items():
-            assert float(r[k]) == v or (math.isnan(v) and math.isnan(float(r[k]))), (d, k)
-    # seed 0 and the 2D job of seed 0 analyse the same cached checkpoint: same test error
-    assert rows[0]["test_error"] == rows[2]["test_error"]
+    assert [r["jobs"] for r in rows] == ["seed0; 0", "seed1"]
+    # loss and accuracy from the best source of each model: seed 0's 2D surface has both splits
+    assert [r["source"] for r in rows] == ["surface centre", "checkpoint"]
+    metric_names = ("train_loss", "test_loss", "test_acc", "test_error", "gap")
+    for r, jobs in zip(rows, ([(singles[0], "surface1d"), (sweep / "0", "surface2d")], [(singles[1], "surface1d")])):
+        for d, task in jobs:
+            for k, v in _own_numbers(d).items():
+                if k in metric_names:
+                    if d != singles[0]:  # seed 0's loss and accuracy are its 2D surface's centre
+                        assert float(r[k]) == v, (r["model"], k)
+                    continue
+                # a rise along one direction is not the rise over a plane: one column per task; a
+                # measure of the model itself (epsilon sharpness) is the same from both jobs: one column
+                col = f"{k} ({task})" if f"{k} ({task})" in r else k
+                assert float(r[col]) == v or (math.isnan(v) and math.isnan(float(r[col]))), (r["model"], k)
+    assert "sharpness/rise_r0.5 (surface1d)" in rows[0] and "sharpness/epsilon" in rows[0]
+    assert "sharpness/rise_r0.5 (surface2d)" in rows[1] and rows[1]["sharpness/rise_r0.5 (surface2d)"] == "nan"
 
 
 def test_figures_draw_each_runs_own_values(runs):
@@ -186,7 +201,11 @@ def test_rank_correlation_equals_brute_force_spearman():
     table = [{"m": float(x), "gap": float(g)} for x, g in zip(a, gap)]
     table.append({"m": math.nan, "gap": 0.5})  # dropped, not ranked
     (c,) = rank_correlations(table, ["m"])
-    assert c["runs"] == 7 and c["spearman_rho"] == pytest.approx(expect, abs=1e-12)
+    assert c["n"] == 7 and c["spearman_rho"] == pytest.approx(expect, abs=1e-12) and c["note"] == ""
+    # Kendall's tau by counting concordant minus discordant pairs (no ties here)
+    pairs = [(i, j) for i in range(7) for j in range(i + 1, 7)]
+    tau = sum(np.sign(a[i] - a[j]) * np.sign(gap[i] - gap[j]) for i, j in pairs) / len(pairs)
+    assert c["kendall_tau"] == pytest.approx(tau, abs=1e-12)
     assert math.isnan(rank_correlations(table[:2], ["m"])[0]["spearman_rho"])
     assert math.isnan(rank_correlations([{"m": 1.0, "gap": g} for g in (1, 2, 3)], ["m"])[0]["spearman_rho"])
 
@@ -204,9 +223,9 @@ def test_config_differences_and_flattening(runs):
 def test_finding_runs(runs, tmp_path):
     _, sweep, singles = runs
     assert find_runs(sweep) == [sweep / "0", sweep / "1"]
-    with pytest.raises(UserError, match="task.sweep_dir=<multirun dir> or task.runs"):
+    with pytest.raises(UserError, match="task.sweep_dir=<sweep or study dir> or task.runs"):
         find_runs(None, None)
-    with pytest.raises(UserError, match="no numbered job directories"):
+    with pytest.raises(UserError, match="has no job directories"):
         find_runs(tmp_path)
     with pytest.raises(UserError, match="does not exist"):
         find_runs(None, [tmp_path / "nope"])
@@ -215,6 +234,8 @@ def test_finding_runs(runs, tmp_path):
     (tmp_path / "0").mkdir()
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "summary.json").write_text("{}")
+    (tmp_path / "0" / ".hydra").mkdir()
+    (tmp_path / "0" / ".hydra" / "config.yaml").write_text("task: {name: train}\n")  # started, never finished
     with pytest.warns(RuntimeWarning, match="skipping .*/0.*no summary.json"):
         assert find_runs(tmp_path) == [tmp_path / "1"]
     assert find_runs(None, [singles[0], singles[0]]) == [singles[0]]  # listed twice, compared once

@@ -1,33 +1,37 @@
-"""Comparing runs: config differences, test error, generalization gap, sharpness, figures.
+"""Comparing the models of a sweep or study: one row per model, swept parameters, measures,
+rank correlations with test error and the generalization gap, and the figures a paper uses.
 
-A run is a Hydra run directory: ``.hydra/config.yaml`` (the job's config), ``summary.json``
-(written by every task) and, for the surface tasks, ``surface.h5`` (or the ``surface_file`` the
-summary names). A multirun directory holds one such run per numbered subdirectory.
+A *job* is a Hydra job directory: ``.hydra/config.yaml`` (its config) and ``summary.json``
+(written by every task when it finishes), plus for the surface tasks ``surface.h5`` (or the
+``surface_file`` the summary names). :func:`find_runs` finds the jobs anywhere under a sweep or
+study directory: numbered (``0/``, ``1/``), named (``surface2d_bs32_wd0/``) or in stages
+(``train/``, ``surfaces/``, ``interp/``). Not counted: shard jobs whose surface another job merged,
+jobs without a computed point, the compare jobs themselves.
 
-What a comparison writes (:func:`compare_runs`; the figures are drawn by :mod:`landscape_exp.figures.compare`):
+A *model* is one checkpoint, identified by its content (sha256; its path where the file is
+gone): its training job, its 1D and 2D surfaces and its Hessian are one row, so correlations are
+over models, not files. Interpolations and planes (``interp1d``, ``plane``) lie between two or
+three checkpoints: they are drawn, not rows.
 
-* ``compare_1d.png/.pdf``: the runs' 1D curves overlaid (loss, and accuracy where present);
-* ``compare_2d.png/.pdf``: a grid of the runs' 2D contours on one shared colour scale (the
-  ``plot`` config's ``vmin``/``vmax``/``vlevel``/``log``, as in the single-run figures);
-* ``compare.csv`` and ``compare.md``: one row per run with the config keys that differ across
-  runs, train/test loss and accuracy, test error (100 - test accuracy, %), generalization gap
-  (test loss - train loss) and every sharpness metric;
-* ``correlations.csv`` (also in ``compare.md``): Spearman's rank correlation between each
-  sharpness metric and the generalization gap over the runs (NaN with fewer than 3 runs).
+Swept parameters are the keys of what makes a model (``model``, ``dataset``, ``optim``, ``seed``,
+``eval.loss``: ``Settings.training_identity``) whose values differ across models; their values
+sort as numbers (32 before 256).
 
-Where the numbers come from: train/test loss and accuracy at the surface's centre when the
-surface was evaluated on both splits (``eval.splits=[train,test]``); otherwise the training
-task's final metrics (``final/*`` in its summary); otherwise the metrics stored in the analysed
-checkpoint. The ``source`` column says which. Sharpness metrics are the ``sharpness/*`` values
-of the run's summary (also stored in the surface file's ``sharpness`` attribute) and any
-Hessian ``lambda_max``/``trace`` values in the summary.
+Columns: train/test loss and accuracy, test error (100 - test accuracy, %), generalization gap
+(test loss - train loss), every ``sharpness/*`` value, the Hessian's ``lambda_max``,
+``lambda_min`` and trace, and every entry of the summary's ``measures`` (``{name: {"value",
+"ci_low", "ci_high", "higher_is_sharper"}}``, the place for new measures). Where loss and
+accuracy come from (the ``source`` column): the surface's centre when it holds both splits,
+else the training job's final metrics, else the metrics stored in the checkpoint.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,26 +42,40 @@ import numpy as np
 
 from landscape_exp.errors import UserError
 from landscape_exp.settings import read_run_config
-from landscape_exp.figures.base import LevelSpec, save
-from landscape_exp.figures.compare import figure_contour_grid, figure_overlay_1d
-from landscape_exp.surface.store import read_sharpness
 from landscape_exp.storage import atomic_path
+from landscape_exp.surface.store import read_sharpness
 
 if TYPE_CHECKING:
     from landscape_exp.settings import PlotSettings
 
 IGNORE_DEFAULT: tuple[str, ...] = ("paths", "hydra", "logger", "progress")
+# What makes a model: the keys of Settings.training_identity (the checkpoint cache's key).
+IDENTITY: tuple[str, ...] = ("model", "dataset", "optim", "seed", "eval.loss")
 METRICS: tuple[str, ...] = ("train_loss", "test_loss", "train_acc", "test_acc")  # drawable surface metrics
 METRIC_COLUMNS: tuple[str, ...] = ("train_loss", "test_loss", "train_acc", "test_acc", "test_error", "gap")
-# Summary keys that are sharpness measures (besides sharpness/*): the Hessian task's results.
-HESSIAN_HINTS: tuple[str, ...] = ("lambda_max", "trace")
-# Not sharpness measures themselves: left out of the rank correlations.
+TARGETS: tuple[str, ...] = ("test_error", "gap")
+HESSIAN_KEYS: tuple[str, ...] = ("lambda_max", "lambda_min", "trace")
+# Not measures of sharpness themselves: in the table, left out of the correlations.
 NOT_CORRELATED: tuple[str, ...] = ("sharpness/base_loss", "sharpness/basin_open")
+PAIR_TASKS: tuple[str, ...] = ("interp1d", "plane")
+MIN_N = 5  # below this a rank correlation of a handful of models says nothing
+_SKIP_DIRS = {"checkpoints", "wandb", "__pycache__"}
+_MAX_DEPTH = 4  # study/stage/job is 2 deep; deeper is a data or cache directory
+
+
+@dataclass(frozen=True)
+class Value:
+    """A measure's value and its confidence interval (None where the measure has none)."""
+
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    higher_is_sharper: bool | None = None
 
 
 @dataclass
 class Run:
-    """One run directory, read: its flattened config, summary, surface and metrics."""
+    """One job directory, read: its flattened config, summary, surface, metrics and measures."""
 
     path: Path
     name: str
@@ -65,36 +83,119 @@ class Run:
     summary: dict[str, Any]
     surface: dict[str, Any] | None
     metrics: dict[str, Any] = field(default_factory=dict)
+    measures: dict[str, Value] = field(default_factory=dict)
+    task: str = "?"
+
+
+@dataclass
+class Model:
+    """One checkpoint and every job that analysed it: a row of the comparison."""
+
+    key: str
+    runs: list[Run]
+    checkpoint: str | None
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    measures: dict[str, Value] = field(default_factory=dict)
+    label: str = ""
 
 
 # ------------------------------------------------------------------------------------------------
-# Finding and reading runs
+# Finding jobs
 # ------------------------------------------------------------------------------------------------
-def _is_run(p: Path) -> bool:
+def _natural(p: Path) -> list[Any]:
+    """bs32 before bs256, 2 before 10."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", p.name) if t]
+
+
+def _is_job(p: Path) -> bool:
     return (p / "summary.json").is_file() or (p / ".hydra" / "config.yaml").is_file()
 
 
+def _job_dirs(root: Path) -> list[Path]:
+    out: list[Path] = []
+
+    def visit(d: Path, depth: int) -> None:
+        if _is_job(d):
+            out.append(d)  # a job's own subdirectories are its files, not more jobs
+            return
+        if depth >= _MAX_DEPTH:
+            return
+        for c in sorted((c for c in d.iterdir() if c.is_dir() and not c.is_symlink()), key=_natural):
+            if not c.name.startswith(".") and c.name not in _SKIP_DIRS:
+                visit(c, depth + 1)
+
+    visit(root, 0)
+    return out
+
+
+def note(msg: str) -> None:
+    """A job left out, said once on the console and as a warning (tests catch it)."""
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    print(f"note: {msg}")
+
+
+def _read_summary(p: Path) -> dict[str, Any]:
+    sp = p / "summary.json"
+    try:
+        s = json.loads(sp.read_text())
+    except FileNotFoundError:
+        raise UserError(f"run directory {str(p)!r} has no summary.json") from None
+    except ValueError as e:
+        raise UserError(f"{str(sp)!r} is not valid JSON ({e})") from None
+    if not isinstance(s, dict):
+        raise UserError(f"{str(sp)!r} holds a {type(s).__name__}, not a job summary (a JSON object)")
+    return s
+
+
+def _is_shard(summary: Mapping[str, Any]) -> bool:
+    """A shard's job: its surface is merged (or still to be merged) by another job."""
+    return "shard_count" in summary and "surface_file" not in summary
+
+
+def _shard_note(shards: Sequence[tuple[Path, Mapping[str, Any]]]) -> str:
+    """One line for all shard jobs (a sharded sweep has many)."""
+    homes = {str(s["merged_into"]) for _, s in shards if s.get("merged_into")}
+    unmerged = [p.name for p, s in shards if not s.get("merged_into")]
+    names = ", ".join(p.name for p, _ in shards[:6]) + (", ..." if len(shards) > 6 else "")
+    text = f"skipping {len(shards)} shard jobs ({names}): not runs of their own"
+    if homes:
+        text += f"; their surfaces are merged in {len(homes)} directories ({', '.join(sorted(homes)[:3])}{', ...' if len(homes) > 3 else ''}), counted there"
+    if unmerged:
+        text += f"; {len(unmerged)} name no merged surface yet (task=merge merges shards by hand)"
+    return text
+
+
 def find_runs(sweep_dir: str | Path | None = None, runs: Sequence[str | Path] | None = None) -> list[Path]:
-    """Run directories: every numbered subdirectory of ``sweep_dir`` (in numeric order) and/or
-    the directories in ``runs``. A numbered job without ``summary.json`` (failed or still
-    running) is skipped with a warning; a listed run without it is a UserError."""
+    """Job directories: every job anywhere under ``sweep_dir`` (natural order: bs32 before bs256)
+    and/or the directories in ``runs``. A job without ``summary.json`` (failed or still running)
+    and a shard whose surface another job merges are skipped with a note; a listed run without
+    ``summary.json`` is a UserError."""
     out: list[Path] = []
     if sweep_dir is None and not runs:
-        raise UserError("nothing to compare: give task.sweep_dir=<multirun dir> or task.runs=[<run dir>,...]")
+        raise UserError("nothing to compare: give task.sweep_dir=<sweep or study dir> or task.runs=[<run dir>,...]")
     if sweep_dir is not None:
         sd = Path(str(sweep_dir)).expanduser()
         if not sd.is_dir():
             raise UserError(f"task.sweep_dir {str(sd)!r} is not a directory")
-        jobs = sorted((p for p in sd.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+        jobs = _job_dirs(sd)
         if not jobs:
-            raise UserError(f"task.sweep_dir {str(sd)!r} has no numbered job directories (0, 1, ...); is it a multirun directory?")
+            raise UserError(f"task.sweep_dir {str(sd)!r} has no job directories (with .hydra/config.yaml or "
+                            f"summary.json) up to {_MAX_DEPTH} levels down; is it a sweep or study directory?")
+        shards = []
         for p in jobs:
-            if (p / "summary.json").is_file():
-                out.append(p)
+            if not (p / "summary.json").is_file():
+                note(f"skipping {str(p)!r}: no summary.json (the job failed or has not finished)")
+                continue
+            summary = _read_summary(p)
+            if "table_csv" in summary and "correlations_csv" in summary:
+                note(f"skipping {str(p)!r}: a compare job")
+            elif _is_shard(summary):
+                shards.append((p, summary))
             else:
-                msg = f"skipping {str(p)!r}: no summary.json (the job failed or has not finished)"
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
-                print(f"warning: {msg}")
+                out.append(p)
+        if shards:
+            note(_shard_note(shards))
     for r in runs or []:
         p = Path(str(r)).expanduser()
         if not p.is_dir():
@@ -109,6 +210,9 @@ def find_runs(sweep_dir: str | Path | None = None, runs: Sequence[str | Path] | 
     return unique
 
 
+# ------------------------------------------------------------------------------------------------
+# Reading one job
+# ------------------------------------------------------------------------------------------------
 def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists stay values."""
     out: dict[str, Any] = {}
@@ -121,8 +225,8 @@ def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _ignored(key: str, ignore: Sequence[str]) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in ignore)
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 def load_run_config(run_dir: str | Path, ignore: Sequence[str] = IGNORE_DEFAULT) -> dict[str, Any]:
@@ -131,7 +235,7 @@ def load_run_config(run_dir: str | Path, ignore: Sequence[str] = IGNORE_DEFAULT)
     cfg = read_run_config(run_dir)
     if cfg is None:
         return {}
-    return {k: v for k, v in flatten_config(cfg).items() if not _ignored(k, ignore)}
+    return {k: v for k, v in flatten_config(cfg).items() if not _under(k, ignore)}
 
 
 def _key(v: Any) -> str:
@@ -148,10 +252,17 @@ def config_differences(configs: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _num(v: Any) -> float:
+    if isinstance(v, bool):
+        return math.nan
     try:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _opt(v: Any) -> float | None:
+    x = _num(v)
+    return x if math.isfinite(x) else None
 
 
 def _checkpoint_metrics(summary: Mapping[str, Any], surface: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -167,15 +278,17 @@ def _checkpoint_metrics(summary: Mapping[str, Any], surface: Mapping[str, Any] |
         return {}
 
 
+SOURCES = ("surface centre", "training", "checkpoint", "none")  # best first
+
+
 def run_metrics(summary: Mapping[str, Any], surface: Mapping[str, Any] | None = None,
                 checkpoint_metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Loss/accuracy, test error, generalization gap, their ``source`` and the sharpness metrics.
+    """Loss/accuracy, test error, generalization gap and their ``source``.
 
     All four of train/test loss/accuracy come from one source, so the gap is never a mix: the
     surface's centre if it holds both splits, else the training summary (``final/*``), else
     ``checkpoint_metrics`` (the analysed checkpoint's stored metrics).
     """
-    out: dict[str, Any] = {}
     names = ("train_loss", "test_loss", "train_acc", "test_acc")
     if "train_loss/centre" in summary and "test_loss/centre" in summary:
         src, vals = "surface centre", {k: summary.get(f"{k}/centre") for k in names}
@@ -185,18 +298,40 @@ def run_metrics(summary: Mapping[str, Any], surface: Mapping[str, Any] | None = 
         src, vals = "checkpoint", {k: checkpoint_metrics.get(k) for k in names}
     else:
         src, vals = "none", {}
-    for k in names:
-        out[k] = _num(vals.get(k))
+    out: dict[str, Any] = {k: _num(vals.get(k)) for k in names}
     out["test_error"] = 100.0 - out["test_acc"]
     out["gap"] = out["test_loss"] - out["train_loss"]
     out["source"] = src
-    sharp = dict(read_sharpness(surface)) if surface is not None else {}
-    for k, v in summary.items():
-        if k.startswith("sharpness/") or any(h in k for h in HESSIAN_HINTS):
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                sharp[k] = float(v)
-    out.update(sorted(sharp.items()))
     return out
+
+
+def run_measures(summary: Mapping[str, Any], surface: Mapping[str, Any] | None = None,
+                 task: str = "?") -> dict[str, Value]:
+    """Every measure of one job: ``sharpness/*`` (summary and surface file), the Hessian task's
+    extremes and trace (``hessian/*``; the trace's CI is +-1.96 standard errors of Hutchinson's
+    estimate) and the entries of ``summary["measures"]``."""
+    out: dict[str, Value] = {k: Value(v) for k, v in read_sharpness(surface).items()} if surface is not None else {}
+    for k, v in summary.items():
+        if k.startswith("sharpness/") and _opt(v) is not None:
+            out[k] = Value(float(v))
+    if task == "hessian":
+        for k in HESSIAN_KEYS:
+            if _opt(summary.get(k)) is not None:
+                out[f"hessian/{k}"] = Value(float(summary[k]))
+        se = _opt(summary.get("trace_stderr"))
+        if "hessian/trace" in out and se is not None:
+            t = out["hessian/trace"].value
+            out["hessian/trace"] = Value(t, t - 1.96 * se, t + 1.96 * se, True)
+    measures = summary.get("measures")
+    if isinstance(measures, Mapping):
+        for name, m in measures.items():
+            if isinstance(m, Mapping) and "value" in m:
+                hs = m.get("higher_is_sharper")
+                out[str(name)] = Value(_num(m["value"]), _opt(m.get("ci_low")), _opt(m.get("ci_high")),
+                                       hs if isinstance(hs, bool) else None)
+            elif _opt(m) is not None:  # a bare number
+                out[str(name)] = Value(float(m))
+    return dict(sorted(out.items()))
 
 
 def _surface_path(run_dir: Path, summary: Mapping[str, Any]) -> Path | None:
@@ -208,27 +343,22 @@ def _surface_path(run_dir: Path, summary: Mapping[str, Any]) -> Path | None:
 
 
 def load_run(run_dir: str | Path, name: str | None = None, ignore: Sequence[str] = IGNORE_DEFAULT) -> Run:
-    """Read one run directory (see the module docstring)."""
+    """Read one job directory (see the module docstring)."""
     from landscape_exp.surface.store import read_surface
 
     p = Path(run_dir)
-    sp = p / "summary.json"
-    try:
-        summary = json.loads(sp.read_text())
-    except FileNotFoundError:
-        raise UserError(f"run directory {str(p)!r} has no summary.json") from None
-    except ValueError as e:
-        raise UserError(f"{str(sp)!r} is not valid JSON ({e})") from None
+    summary = _read_summary(p)
     surf_path = _surface_path(p, summary)
     surface = read_surface(surf_path) if surf_path is not None else None
-    ckpt = None if ("test_loss/centre" in summary or "final/test_loss" in summary) else _checkpoint_metrics(summary, surface)
     config = load_run_config(p, ignore)
-    if isinstance(summary.get("model_config"), Mapping) and not _ignored("model", ignore):
+    if isinstance(summary.get("model_config"), Mapping) and not _under("model", ignore):
         # the run analysed a checkpoint's model, not the model= its config names
         config = {k: v for k, v in config.items() if not k.startswith("model.")}
         config.update(flatten_config({"model": summary["model_config"]}))
+    task = str(config.get("task.name") or (surface or {}).get("attrs", {}).get("task")
+               or ("train" if "final_checkpoint" in summary else "hessian" if "hessian_file" in summary else "?"))
     return Run(path=p, name=name or p.name, config=config, summary=summary, surface=surface,
-               metrics=run_metrics(summary, surface, ckpt))
+               metrics=run_metrics(summary, surface), measures=run_measures(summary, surface, task), task=task)
 
 
 def run_names(paths: Sequence[Path]) -> list[str]:
@@ -241,54 +371,243 @@ def run_names(paths: Sequence[Path]) -> list[str]:
     return [str(p) for p in paths]
 
 
+def _empty(run: Run) -> str | None:
+    """Why ``run`` has nothing to compare (None: it has something)."""
+    s = run.surface
+    if s is not None:
+        done = np.asarray(s["done"], bool) if s.get("done") is not None else None
+        losses = [np.asarray(v, float)[done] if done is not None else np.asarray(v, float)
+                  for k, v in s.items() if k.endswith("_loss") and isinstance(v, np.ndarray)]
+        if done is not None and not done.any():
+            return "its surface has no computed point"
+        if losses and not any(np.isfinite(v).any() for v in losses):
+            return "every point of its surface is NaN"
+        return None
+    finite = any(math.isfinite(_num(v)) for k, v in run.metrics.items() if k != "source")
+    return None if finite or any(math.isfinite(v.value) for v in run.measures.values()) else "no loss, accuracy or measure in it"
+
+
+# ------------------------------------------------------------------------------------------------
+# Models: the jobs of one checkpoint as one row
+# ------------------------------------------------------------------------------------------------
+def _checkpoint_ref(run: Run) -> tuple[str | None, str | None]:
+    """``(path, recorded sha256)`` of the checkpoint ``run`` analysed or (training) wrote."""
+    if run.task == "train":
+        return run.summary.get("final_checkpoint"), None
+    attrs = (run.surface or {}).get("attrs", {})
+    if attrs.get("checkpoint"):
+        fp = attrs.get("fingerprint")
+        try:
+            sha = (json.loads(fp) if isinstance(fp, str) else dict(fp or {})).get("checkpoint_sha256")
+        except (ValueError, TypeError):
+            sha = None
+        return str(attrs["checkpoint"]), sha
+    if run.summary.get("hessian_file"):
+        from landscape_exp.storage import open_h5
+
+        hf = Path(str(run.summary["hessian_file"]))
+        if hf.is_file():
+            with open_h5(hf, "Hessian file") as f:
+                return (str(f.attrs["checkpoint"]) if "checkpoint" in f.attrs else None,
+                        str(f.attrs["checkpoint_sha256"]) if "checkpoint_sha256" in f.attrs else None)
+    c = run.config.get("checkpoint")
+    return (str(c) if c else None), None
+
+
+def _identity(path: str | None, sha: str | None, cache: dict[str, str]) -> str | None:
+    """The checkpoint's content hash (its file's when it exists), else its resolved path."""
+    if path:
+        p = Path(path).expanduser().resolve()
+        if p.is_file():
+            if str(p) not in cache:
+                h = hashlib.sha256()
+                with open(p, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                cache[str(p)] = h.hexdigest()
+            return "sha256:" + cache[str(p)]
+    if sha:
+        return "sha256:" + sha
+    return f"path:{Path(path).expanduser().resolve()}" if path else None
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+
+
+def _column_names(groups: Sequence[Sequence[Run]]) -> dict[tuple[str, str], str]:
+    """``(task, measure) -> column``: the bare measure name, or ``"<name> (<task>)"`` where the jobs
+    of two tasks give one model different values (a rise along one direction is not the rise over
+    a plane; a measure of the model itself, computed by both, is one column)."""
+    split: set[str] = set()
+    tasks: dict[str, set[str]] = {}
+    for rs in groups:
+        first: dict[str, tuple[str, float]] = {}
+        for r in rs:
+            for m, v in r.measures.items():
+                tasks.setdefault(m, set()).add(r.task)
+                t, x = first.setdefault(m, (r.task, v.value))
+                if t != r.task and not _same(x, v.value):
+                    split.add(m)
+    return {(t, m): (f"{m} ({t})" if m in split else m) for m, ts in tasks.items() for t in ts}
+
+
+def group_models(runs: Sequence[Run]) -> list[Model]:
+    """One :class:`Model` per checkpoint (jobs without one are a model each), in first-seen order."""
+    cache: dict[str, str] = {}
+    groups: dict[str, list[Run]] = {}
+    refs: dict[str, str | None] = {}
+    for r in runs:
+        path, sha = _checkpoint_ref(r)
+        key = _identity(path, sha, cache) or f"job:{r.path.resolve()}"
+        groups.setdefault(key, []).append(r)
+        refs.setdefault(key, str(Path(path).expanduser().resolve()) if path else None)
+    names = _column_names(list(groups.values()))
+    models = []
+    for key, rs in groups.items():
+        rs = sorted(rs, key=lambda r: r.task != "train")  # the job that made the checkpoint first
+        trained = [r for r in rs if r.task == "train"]
+        base = (trained or rs)[0]  # the job that trained the checkpoint knows its config best
+        ident = {k: v for k, v in base.config.items() if _under(k, IDENTITY)}
+        metrics = dict(min(rs, key=lambda r: SOURCES.index(r.metrics.get("source", "none"))).metrics)
+        if metrics["source"] == "none":  # no job evaluated both splits: the checkpoint's own record
+            metrics = run_metrics(rs[0].summary, None, _checkpoint_metrics(rs[0].summary, rs[0].surface))
+        measures: dict[str, Value] = {}
+        for r in rs:
+            for m, v in r.measures.items():
+                col = names[(r.task, m)]
+                if col in measures and not _same(measures[col].value, v.value):
+                    note(f"{col}: two {r.task} jobs of one model differ ({measures[col].value:.6g} and {v.value:.6g}, "
+                         f"the second from {str(r.path)!r}); the table keeps the first")
+                    continue
+                measures[col] = v
+        models.append(Model(key, list(rs), refs[key], ident, metrics, dict(sorted(measures.items()))))
+    return models
+
+
+# ------------------------------------------------------------------------------------------------
+# Swept parameters
+# ------------------------------------------------------------------------------------------------
+def sort_key(v: Any) -> tuple[int, float, str]:
+    """Numbers first and by value (``32 < 256``, ``"5e-4"`` too), then text, then missing."""
+    if v is None:
+        return (2, 0.0, "")
+    x = _num(v)
+    return (0, x, "") if math.isfinite(x) else (1, 0.0, _key(v))
+
+
+def swept_parameters(configs: Sequence[Mapping[str, Any]], ignore: Sequence[str] = ()) -> list[str]:
+    """The model-identity keys (``IDENTITY``) whose values differ across ``configs``."""
+    return [k for k in config_differences(configs) if _under(k, IDENTITY) and not _under(k, ignore)]
+
+
+def short_names(keys: Sequence[str]) -> dict[str, str]:
+    """``optim.batch_size`` -> ``batch_size`` where the last part is unique among ``keys``."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
+
+def label_models(models: list[Model], swept: Sequence[str]) -> None:
+    """``batch_size=32, weight_decay=0``; without swept keys the checkpoint's or job's name."""
+    short = short_names(swept)
+    for m in models:
+        if swept:
+            m.label = ", ".join(f"{short[k]}={_fmt(m.config.get(k))}" for k in swept)
+        else:
+            m.label = Path(m.checkpoint).parent.parent.name if m.checkpoint else m.runs[0].name
+    labels = [m.label for m in models]
+    for m in models:
+        if labels.count(m.label) > 1:  # same swept values, another checkpoint (e.g. given by path)
+            m.label += f" [{m.runs[0].name}]"
+
+
 # ------------------------------------------------------------------------------------------------
 # Statistics
 # ------------------------------------------------------------------------------------------------
-def sharpness_columns(runs: Sequence[Run]) -> list[str]:
-    """Every sharpness metric present in any run, sorted."""
-    keys: set[str] = set()
-    for r in runs:
-        keys.update(k for k in r.metrics if k.startswith("sharpness/") or any(h in k for h in HESSIAN_HINTS))
-    return sorted(keys)
+def small_sample_note(n: int, min_n: int = MIN_N) -> str:
+    if n < 3:
+        return f"n={n}, too few for a rank correlation"
+    return f"n={n}, too few to mean anything" if n < min_n else ""
 
 
 def rank_correlations(table: Sequence[Mapping[str, Any]], metrics: Sequence[str], target: str = "gap",
-                      min_runs: int = 3) -> list[dict[str, Any]]:
-    """Spearman's rho (and p-value) between each metric and ``target`` over the rows where both
-    are finite; NaN with fewer than ``min_runs`` such rows or a constant column."""
-    from scipy.stats import spearmanr
+                      min_n: int = MIN_N) -> list[dict[str, Any]]:
+    """Spearman's rho and Kendall's tau (scipy, with p-values) between each metric and ``target``
+    over the rows where both are finite; NaN with fewer than 3 such rows or a constant column, a
+    ``note`` below ``min_n`` rows."""
+    from scipy.stats import kendalltau, spearmanr
 
     out = []
     for m in metrics:
         pairs = [(_num(r.get(m)), _num(r.get(target))) for r in table]
         pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
-        rho = p = math.nan
-        if len(pairs) >= min_runs:
+        n = len(pairs)
+        rho = rp = tau = tp = math.nan
+        msg = small_sample_note(n, min_n)
+        if n >= 3:
             a, b = np.array(pairs).T
             if np.ptp(a) > 0 and np.ptp(b) > 0:
-                res = spearmanr(a, b)
-                rho, p = float(res.statistic), float(res.pvalue)
-        out.append({"metric": m, "spearman_rho": rho, "p_value": p, "runs": len(pairs)})
+                s, k = spearmanr(a, b), kendalltau(a, b)
+                rho, rp, tau, tp = float(s.statistic), float(s.pvalue), float(k.statistic), float(k.pvalue)
+            else:
+                msg = ", ".join(x for x in (msg, f"{m if np.ptp(a) == 0 else target} is the same for every model") if x)
+        out.append({"measure": m, "target": target, "n": n, "spearman_rho": rho, "spearman_p": rp,
+                    "kendall_tau": tau, "kendall_p": tp, "note": msg})
     return out
+
+
+def stats_text(c: Mapping[str, Any]) -> str:
+    """One line: ``Spearman 0.8 (p=0.2), Kendall 0.67 (p=0.33), n=4, too few to mean anything``."""
+    if math.isnan(c["spearman_rho"]):
+        return c["note"] or f"n={c['n']}"
+    text = (f"Spearman {c['spearman_rho']:.2f} (p={c['spearman_p']:.2g}), "
+            f"Kendall {c['kendall_tau']:.2f} (p={c['kendall_p']:.2g})")
+    return f"{text}, {c['note'] or 'n=' + str(c['n'])}"
 
 
 # ------------------------------------------------------------------------------------------------
 # Tables
 # ------------------------------------------------------------------------------------------------
-def comparison_table(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, Any]], list[str]]:
-    """``(columns, rows, differing config keys)``: one row per run."""
-    diffs = config_differences([r.config for r in runs])
-    sharp = sharpness_columns(runs)
-    columns = ["run", *diffs, *METRIC_COLUMNS, *sharp, "source", "path"]
+CI_SUFFIXES = (" ci_low", " ci_high")
+
+
+def comparison_table(models: Sequence[Model], swept: Sequence[str],
+                     root: Path | None = None) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """``(columns, rows, measure columns)``: one row per model; a measure with a confidence
+    interval in any row gets ``<name> ci_low`` / ``<name> ci_high`` columns too."""
+    measures = sorted({k for m in models for k in m.measures})
+    with_ci = {k for m in models for k, v in m.measures.items() if v.ci_low is not None or v.ci_high is not None}
+    value_cols = [c for k in measures for c in ([k, k + CI_SUFFIXES[0], k + CI_SUFFIXES[1]] if k in with_ci else [k])]
+    columns = ["model", *swept, *METRIC_COLUMNS, *value_cols, "source", "jobs", "checkpoint"]
+
+    def rel(p: Path) -> str:
+        try:
+            return str(p.resolve().relative_to(root.resolve())) if root else p.name
+        except ValueError:
+            return str(p)
+
     rows = []
-    for r in runs:
-        row: dict[str, Any] = {"run": r.name, "path": str(r.path), "source": r.metrics.get("source", "none")}
-        for k in diffs:
-            row[k] = r.config.get(k, None)
-        for k in (*METRIC_COLUMNS, *sharp):
-            row[k] = r.metrics.get(k, math.nan)
+    for m in models:
+        row: dict[str, Any] = {"model": m.label, "source": m.metrics.get("source", "none"), "checkpoint": m.checkpoint,
+                               "jobs": "; ".join(rel(r.path) for r in m.runs)}
+        row.update({k: m.config.get(k) for k in swept})
+        row.update({k: m.metrics.get(k, math.nan) for k in METRIC_COLUMNS})
+        for k in measures:
+            v = m.measures.get(k)
+            row[k] = v.value if v else math.nan
+            if k in with_ci:
+                row[k + CI_SUFFIXES[0]] = v.ci_low if v else None
+                row[k + CI_SUFFIXES[1]] = v.ci_high if v else None
         rows.append(row)
-    return columns, rows, diffs
+    return columns, rows, measures
 
 
 def _csv_cell(v: Any) -> str:
@@ -322,32 +641,48 @@ def _md_cell(v: Any) -> str:
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_md_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    """A markdown table; a column whose ``<c> ci_low``/``<c> ci_high`` are in the rows shows as
+    ``value [lo, hi]`` (the CI columns themselves are not shown)."""
+    shown = [c for c in columns if not c.endswith(CI_SUFFIXES)]
+
+    def cell(r: Mapping[str, Any], c: str) -> str:
+        text = _md_cell(r.get(c))
+        lo, hi = r.get(c + CI_SUFFIXES[0]), r.get(c + CI_SUFFIXES[1])
+        if lo is not None or hi is not None:
+            text += f" [{_md_cell(lo) or '?'}, {_md_cell(hi) or '?'}]"
+        return text
+
+    lines = ["| " + " | ".join(shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
+    lines += ["| " + " | ".join(cell(r, c) for c in shown) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
-# ------------------------------------------------------------------------------------------------
-# Figure labels
-# ------------------------------------------------------------------------------------------------
-def _label(run: Run, diffs: Sequence[str], limit: int = 60) -> str:
-    parts = [f"{k}={_md_cell(run.config.get(k))}" for k in diffs if not k.startswith("task.")]
-    text = f"{run.name}: " + ", ".join(parts) if parts else run.name
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def text_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    """Fixed-width columns for the console."""
+    cells = [[str(c) for c in columns]] + [[_md_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
 
 
 # ------------------------------------------------------------------------------------------------
 # The whole comparison
 # ------------------------------------------------------------------------------------------------
-def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric: str = "train_loss",
-                 plot: PlotSettings | None = None, ignore: Sequence[str] = IGNORE_DEFAULT) -> dict[str, Any]:
-    """Compare ``run_dirs`` and write figures and tables into ``out_dir`` (see the module docstring);
-    the figures use ``plot``'s levels and log scale, and without ``plot`` only the tables are written.
+def _file_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
 
-    Returns a summary: ``runs``, the written files (``table_csv``, ``table_md``,
-    ``correlations_csv``, ``figures``), ``differing_keys`` and ``spearman/<metric>`` for every
-    sharpness metric.
+
+def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric: str = "train_loss",
+                 plot: PlotSettings | None = None, ignore: Sequence[str] = IGNORE_DEFAULT,
+                 root: str | Path | None = None, min_n: int = MIN_N) -> dict[str, Any]:
+    """Compare the models of the jobs in ``run_dirs`` and write tables and (with ``plot``) figures
+    into ``out_dir``; ``root`` (the sweep directory) shortens the job names in the table.
+
+    Returns a summary: ``models``, ``jobs``, ``swept``, the written files, the table's
+    ``columns``/``rows``, the ``correlations`` and ``spearman/<measure>/<target>`` values.
     """
+    from landscape_exp.figures import compare as F
+    from landscape_exp.figures.base import LevelSpec, save
+
     if not run_dirs:
         raise UserError("no runs to compare")
     if metric not in METRICS:
@@ -355,41 +690,87 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [Path(str(p)) for p in run_dirs]
-    runs = [load_run(p, n, ignore) for p, n in zip(paths, run_names(paths))]
-    columns, rows, diffs = comparison_table(runs)
-    sharp = [c for c in sharpness_columns(runs) if not c.startswith(NOT_CORRELATED)]
-    corr = rank_correlations(rows, sharp)
+    runs, seen_surfaces = [], set()
+    for p, n in zip(paths, run_names(paths)):
+        r = load_run(p, n, ignore)
+        why = _empty(r)
+        surf = str(Path(r.surface["path"]).resolve()) if r.surface is not None else None
+        if why:
+            note(f"skipping {str(p)!r}: {why}")
+        elif surf is not None and surf in seen_surfaces:
+            note(f"skipping {str(p)!r}: its surface {surf!r} is another job's, counted once")
+        else:
+            runs.append(r)
+            seen_surfaces.add(surf)
+    if not runs:
+        raise UserError(f"none of the {len(paths)} jobs has anything to compare")
+    pairs = [r for r in runs if r.task in PAIR_TASKS]
+    models = group_models([r for r in runs if r.task not in PAIR_TASKS])
+    swept = swept_parameters([m.config for m in models], ignore)
+    models.sort(key=lambda m: [sort_key(m.config.get(k)) for k in swept])
+    label_models(models, swept)
+    columns, rows, measures = comparison_table(models, swept, Path(str(root)) if root else None)
+    corr_measures = [c for c in measures if not c.startswith(NOT_CORRELATED)]
+    corr = [c for t in TARGETS for c in rank_correlations(rows, corr_measures, t, min_n)]
 
     table_csv = write_csv(out / "compare.csv", columns, rows)
-    corr_csv = write_csv(out / "correlations.csv", ["metric", "spearman_rho", "p_value", "runs"], corr)
-    md_cols = [c for c in columns if c != "path"]
-    md = [f"# Comparison of {len(runs)} runs\n", markdown_table(md_cols, rows),
-          "\ntest_error: 100 - test accuracy (%); gap: test loss - train loss; source: where loss and "
-          "accuracy come from.\n",
-          "\n## Spearman rank correlation with the generalization gap\n",
-          markdown_table(["metric", "spearman_rho", "p_value", "runs"], corr)]
+    corr_cols = ["measure", "target", "n", "spearman_rho", "spearman_p", "kendall_tau", "kendall_p", "note"]
+    corr_csv = write_csv(out / "correlations.csv", corr_cols, corr)
+    md = [f"# Comparison of {len(models)} models ({len(runs)} jobs)\n",
+          f"Swept: {', '.join(swept) or 'nothing (the models differ only by checkpoint)'}.\n",
+          markdown_table([c for c in columns if c != "checkpoint"], rows),
+          "\ntest_error: 100 - test accuracy (%); gap: test loss - train loss; source: where loss and accuracy come "
+          "from; `value [lo, hi]`: a measure's confidence interval.\n",
+          "\n## Rank correlations with test error and the generalization gap (over models)\n",
+          markdown_table(corr_cols, corr)]
+    if pairs:
+        md.append(f"\nBetween models (drawn, not rows): {', '.join(r.name for r in pairs)}\n")
     table_md = out / "compare.md"
     with atomic_path(table_md) as tmp:
         tmp.write_text("\n".join(md))
 
     figures: list[Path] = []
-    labels = {r.name: _label(r, diffs) for r in runs}
-    one_d = [r for r in runs if r.surface is not None and r.surface.get("y") is None]
-    two_d = [r for r in runs if r.surface is not None and r.surface.get("y") is not None]
-    if plot is not None and one_d:
-        fig = figure_overlay_1d(one_d, metric=metric, labels=[labels[r.name] for r in one_d], log=bool(plot.log),
-                                loss_max=plot.loss_max)
-        figures += save(fig, out / "compare_1d")
-    if plot is not None and two_d:
-        fig = figure_contour_grid(two_d, metric=metric, labels=[labels[r.name] for r in two_d],
-                                  levels=LevelSpec.from_plot(plot), log=bool(plot.log))
-        figures += save(fig, out / "compare_2d")
+    if plot is not None:
+        short = short_names(swept)
+        for k in swept:
+            others = [o for o in swept if o != k]
+            lines = [", ".join(f"{short[o]}={_fmt(r.get(o))}" for o in others) for r in rows]
+            fig = F.figure_measures_vs_parameter(rows, k, ["test_error", "gap", *measures], lines=lines, name=short[k],
+                                                 line_name=" and ".join(short[o] for o in others))
+            figures += save(fig, out / _file_name(f"measures_vs_{short[k]}"))
+        by = {(c["measure"], c["target"]): c for c in corr}
+        for t in TARGETS:
+            if corr_measures:
+                fig = F.figure_measures_vs_target(rows, t, corr_measures, {m: stats_text(by[(m, t)]) for m in corr_measures},
+                                                  labels=[r["model"] for r in rows])
+                figures += save(fig, out / f"measures_vs_{t}")
+        model_of = {id(r): m.label for m in models for r in m.runs}
+        pair_labels = _pair_labels(pairs, ignore)
+        for task in ("surface1d", "interp1d"):
+            group = [r for r in runs if r.task == task and r.surface is not None and r.surface.get("y") is None]
+            if group:
+                labels = [model_of.get(id(r)) or pair_labels[id(r)] for r in group]
+                fig = F.figure_overlay_1d(group, metric=metric, labels=labels, log=bool(plot.log), loss_max=plot.loss_max,
+                                          title=f"{task}: {len(group)} {'models' if task == 'surface1d' else 'interpolations'}")
+                figures += save(fig, out / ("compare_1d" if task == "surface1d" else "compare_interp1d"))
+        two_d = [r for r in runs if r.surface is not None and r.surface.get("y") is not None and r.task not in PAIR_TASKS]
+        if two_d:
+            fig = F.figure_contour_grid(two_d, metric=metric, labels=[model_of.get(id(r), r.name) for r in two_d],
+                                        levels=LevelSpec.from_plot(plot), log=bool(plot.log))
+            figures += save(fig, out / "compare_2d")
 
     summary: dict[str, Any] = {
-        "runs": len(runs), "run_dirs": [str(r.path) for r in runs], "differing_keys": diffs,
-        "table_csv": str(table_csv), "table_md": str(table_md), "correlations_csv": str(corr_csv),
-        "figures": [str(f) for f in figures], "columns": columns,
-        "rows": [{k: v for k, v in r.items()} for r in rows],
+        "models": len(models), "jobs": len(runs), "run_dirs": [str(r.path) for r in runs], "swept": swept,
+        "between_models": [str(r.path) for r in pairs], "table_csv": str(table_csv), "table_md": str(table_md),
+        "correlations_csv": str(corr_csv), "figures": [str(f) for f in figures], "columns": columns,
+        "rows": rows, "correlations": corr,
     }
-    summary.update({f"spearman/{c['metric']}": c["spearman_rho"] for c in corr})
+    summary.update({f"spearman/{c['measure']}/{c['target']}": c["spearman_rho"] for c in corr})
     return summary
+
+
+def _pair_labels(pairs: Sequence[Run], ignore: Sequence[str]) -> dict[int, str]:
+    """Interpolations named by what differs among them (e.g. ``weight_decay=0``)."""
+    keys = swept_parameters([r.config for r in pairs], ignore)
+    short = short_names(keys)
+    return {id(r): ", ".join(f"{short[k]}={_fmt(r.config.get(k))}" for k in keys) or r.name for r in pairs}

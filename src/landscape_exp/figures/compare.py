@@ -1,13 +1,21 @@
-"""Figures comparing runs: 1D curves overlaid, and a grid of 2D contours on one colour scale."""
+"""Figures comparing models: each measure against a swept parameter and against test error or
+the generalization gap, 1D curves overlaid, and a grid of 2D contours on one colour scale.
+
+The measure figures take the comparison table's rows (``landscape_exp.compare.comparison_table``):
+mappings from column name to value, a measure's confidence interval in ``<name> ci_low`` /
+``<name> ci_high``."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from landscape_exp.errors import UserError
 from landscape_exp.figures.base import (
@@ -23,11 +31,11 @@ from landscape_exp.figures.base import (
 if TYPE_CHECKING:
     from landscape_exp.compare import Run
 
-__all__ = ["figure_contour_grid", "figure_overlay_1d"]
+__all__ = ["figure_contour_grid", "figure_measures_vs_parameter", "figure_measures_vs_target", "figure_overlay_1d"]
 
 
 def figure_overlay_1d(runs: Sequence[Run], *, metric: str = "train_loss", labels: Sequence[str] | None = None,
-                      log: bool = False, loss_max: float | None = None) -> Figure:
+                      log: bool = False, loss_max: float | None = None, title: str | None = None) -> Figure:
     """The 1D curves of ``runs`` overlaid, one colour per run: ``metric`` solid and the same
     quantity on the other split dashed (left panel); for a loss ``metric``, the accuracies in a
     right panel where the surfaces hold them (train solid, test dashed)."""
@@ -65,12 +73,17 @@ def figure_overlay_1d(runs: Sequence[Run], *, metric: str = "train_loss", labels
         axes[0].set_ylim(top=float(loss_max))
     if not is_loss:
         axes[0].set_ylim(0, 100)
-    axes[0].legend(fontsize=7)
+    if len(one_d) > 4:  # a long legend inside the axes would hide the curves
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
+    else:
+        axes[0].legend(fontsize=7)
     if has_acc:
         axes[1].set_xlabel("alpha")
         axes[1].set_ylabel("accuracy (%)")
         axes[1].set_ylim(0, 100)
         axes[1].set_title("accuracy (solid: train, dashed: test)")
+    if title:
+        fig.suptitle(wrap(title, 90), fontsize=10)
     return fig
 
 
@@ -107,7 +120,8 @@ def figure_contour_grid(runs: Sequence[Run], *, metric: str = "train_loss", labe
             continue
         r, lab = two_d[idx], labels[idx]
         s = r.surface
-        ax.set_title(lab, fontsize=8)
+        ax.set_title(wrap(lab, 40), fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # nine tick labels run into each other at this size
         ax.set_xlabel(XLABEL_2D, fontsize=7)
         ax.set_ylabel(YLABEL_2D, fontsize=7)
         if metric not in s:
@@ -127,4 +141,130 @@ def figure_contour_grid(runs: Sequence[Run], *, metric: str = "train_loss", labe
     if mappable is not None:
         fig.colorbar(mappable, ax=axes, label=(f"log10({metric})" if log else metric).replace("_", " "))
     fig.suptitle(f"{metric.replace('_', ' ')}: shared colour scale", fontsize=10)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Measures against a swept parameter, test error, the generalization gap
+# ------------------------------------------------------------------------------------------------
+NCOLS = 3
+PANEL = (3.8, 3.0)  # inches per panel: room for a two-line title above the axes
+
+
+def wrap(text: str, width: int = 40) -> str:
+    """Long titles on several lines instead of cut or overlapping their neighbours."""
+    return "\n".join(textwrap.fill(part, width) for part in str(text).split("\n"))
+
+
+def _num(v: Any) -> float:
+    if v is None or isinstance(v, bool):
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _panels(n: int, extra_height: float = 0.6, legend: bool = False) -> tuple[Figure, list[Axes]]:
+    ncols = min(NCOLS, max(n, 1))
+    nrows = int(math.ceil(n / ncols))
+    fig = new_figure((PANEL[0] * ncols + (2.2 if legend else 0.0), PANEL[1] * nrows + extra_height))
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return fig, axes[:n]
+
+
+def _errors(rows: Sequence[Mapping[str, Any]], key: str, values: np.ndarray) -> np.ndarray | None:
+    """``(2, n)`` distances to the CI ends for ``errorbar`` (0 where a row has none); None without any CI."""
+    lo = np.array([_num(r.get(f"{key} ci_low")) for r in rows])
+    hi = np.array([_num(r.get(f"{key} ci_high")) for r in rows])
+    if not (np.isfinite(lo).any() or np.isfinite(hi).any()):
+        return None
+    return np.vstack([np.where(np.isfinite(lo), values - lo, 0.0), np.where(np.isfinite(hi), hi - values, 0.0)]).clip(min=0)
+
+
+def powers_of_two(x: np.ndarray) -> bool:
+    """Every value a positive power of two and at least two of them: a log2 axis shows them evenly."""
+    x = x[np.isfinite(x)]
+    return len(np.unique(x)) > 1 and bool(np.all(x > 0)) and bool(np.allclose(np.log2(x), np.round(np.log2(x))))
+
+
+def _x_axis(rows: Sequence[Mapping[str, Any]], param: str) -> tuple[np.ndarray, list[float], list[str], bool]:
+    """Positions of the rows on the x axis, the ticks and their labels, and whether log2."""
+    raw = [r.get(param) for r in rows]
+    x = np.array([_num(v) for v in raw])
+    if np.isfinite(x).all():
+        ticks = sorted(set(x.tolist()))
+        return x, ticks, [f"{t:g}" for t in ticks], powers_of_two(x)
+    cats = list(dict.fromkeys(str(v) for v in raw))  # rows come sorted by the swept values
+    return np.array([cats.index(str(v)) for v in raw], float), list(range(len(cats))), cats, False
+
+
+def figure_measures_vs_parameter(rows: Sequence[Mapping[str, Any]], param: str, measures: Sequence[str], *,
+                                 lines: Sequence[str] | None = None, name: str | None = None,
+                                 line_name: str = "") -> Figure:
+    """One panel per measure: its value against ``param`` (the rows' values; numbers on a numeric
+    axis, log2 when they are powers of two), one line per distinct entry of ``lines`` (the other
+    swept values of each row, together called ``line_name``), a measure's confidence interval as
+    error bars."""
+    if not rows:
+        raise UserError("no models to draw")
+    name = name or param
+    lines = list(lines) if lines is not None else [""] * len(rows)
+    groups = list(dict.fromkeys(lines))
+    x, ticks, tick_labels, log2 = _x_axis(rows, param)
+    legend = len(groups) > 1
+    fig, axes = _panels(len(measures), legend=legend)
+    for ax, m in zip(axes, measures):
+        y = np.array([_num(r.get(m)) for r in rows])
+        err = _errors(rows, m, y)
+        for i, g in enumerate(groups):
+            idx = np.array([j for j, lab in enumerate(lines) if lab == g])
+            idx = idx[np.argsort(x[idx], kind="stable")]
+            e = err[:, idx] if err is not None else None
+            ax.errorbar(x[idx], y[idx], yerr=e, color=f"C{i % 10}", marker="o", markersize=4, linewidth=1.4,
+                        capsize=3 if e is not None else 0, label=g or None)
+        if log2:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, tick_labels, fontsize=7)
+        ax.minorticks_off()
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_xlabel(name, fontsize=8)
+        ax.set_title(wrap(m, 34), fontsize=8)
+        if not np.isfinite(y).any():
+            ax.text(0.5, 0.5, "no value", transform=ax.transAxes, ha="center", va="center", fontsize=8)
+    if legend:
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right upper", fontsize=7)
+    others = f" (one line per {line_name})" if legend and line_name else ""
+    fig.suptitle(wrap(f"each measure against {name}{others}", 100), fontsize=10)
+    return fig
+
+
+def figure_measures_vs_target(rows: Sequence[Mapping[str, Any]], target: str, measures: Sequence[str],
+                              stats: Mapping[str, str], *, labels: Sequence[str]) -> Figure:
+    """One panel per measure: ``target`` (test error, generalization gap) against the measure, one
+    colour per model (``labels``), the measure's CI as horizontal error bars and the panel's
+    title giving ``stats[measure]`` (the rank correlations, n, and whether n means anything)."""
+    if not rows:
+        raise UserError("no models to draw")
+    what = {"test_error": "test error (%)", "gap": "generalization gap (test - train loss)"}.get(target, target)
+    fig, axes = _panels(len(measures), extra_height=0.8, legend=True)
+    t = np.array([_num(r.get(target)) for r in rows])
+    for ax, m in zip(axes, measures):
+        v = np.array([_num(r.get(m)) for r in rows])
+        err = _errors(rows, m, v)
+        for i, lab in enumerate(labels):
+            ax.errorbar(v[i:i + 1], t[i:i + 1], xerr=err[:, i:i + 1] if err is not None else None, color=f"C{i % 10}",
+                        marker="o", markersize=5, linestyle="none", capsize=3 if err is not None else 0, label=lab)
+        ax.set_xlabel(wrap(m, 40), fontsize=7)
+        ax.set_ylabel(what if len(what) < 20 else target.replace("_", " "), fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.set_title(wrap(stats.get(m, ""), 44), fontsize=7)
+    handles, labs = axes[0].get_legend_handles_labels() if axes else ([], [])
+    if handles:
+        fig.legend(handles, labs, loc="outside right upper", fontsize=7, title="model", title_fontsize=7)
+    fig.suptitle(wrap(f"{what} against each measure (one point per model; rank correlations over models)", 100),
+                 fontsize=10)
     return fig

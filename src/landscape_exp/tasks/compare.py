@@ -1,8 +1,8 @@
-"""task=compare: compare finished runs (a multirun directory or a list of run directories).
+"""task=compare: compare the models of a sweep or study (or of a list of run directories).
 
-``python run.py task=compare task.sweep_dir=<multirun dir>`` or
-``python run.py task=compare 'task.runs=[<run dir>,<run dir>]'``; writes the figures and tables
-of :func:`landscape_exp.compare.compare_runs` into this job's run directory.
+``python run.py task=compare task.sweep_dir=<sweep or study dir>`` or
+``python run.py task=compare 'task.runs=[<run dir>,<run dir>]'``; writes the tables and figures
+of :func:`landscape_exp.compare.compare_runs` into this job's run directory and to the tracker.
 """
 
 from __future__ import annotations
@@ -10,23 +10,49 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from landscape_exp.compare import compare_runs, find_runs
+from landscape_exp.compare import METRIC_COLUMNS, compare_runs, find_runs, stats_text, text_table
 from landscape_exp.context import RunContext
 from landscape_exp.errors import UserError
+
+SHOWN_MEASURES = 4  # console columns beyond the swept values and the errors; compare.md has all
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
     c = ctx.settings.compare
     assert c is not None
-    paths = find_runs(c.sweep_dir, list(c.runs))
     out = ctx.out_dir
-    if any(Path(p).resolve() == out.resolve() for p in paths):
-        raise UserError(f"the compare job's own directory {str(out)!r} cannot be one of the runs it compares")
-    print(f"compare: {len(paths)} runs -> {out}")
-    summary = compare_runs(paths, out, metric=c.metric, plot=ctx.settings.plot, ignore=list(c.ignore))
+    sweep = Path(c.sweep_dir).resolve() if c.sweep_dir else None
+    if sweep is not None and out.resolve().is_relative_to(sweep):
+        # a compare job inside the sweep it compares would find itself (and its own summary) next time
+        print(f"note: the compare output {str(out)!r} is inside task.sweep_dir; its own directory is skipped")
+    paths = [p for p in find_runs(c.sweep_dir, list(c.runs)) if p.resolve() != out.resolve()]
+    if not paths:
+        raise UserError(f"the compare job's own directory {str(out)!r} is the only run found; give other runs")
+    print(f"compare: {len(paths)} jobs -> {out}")
+    summary = compare_runs(paths, out, metric=c.metric, plot=ctx.settings.plot, ignore=list(c.ignore), root=sweep)
+
+    rows, swept = summary["rows"], summary["swept"]
+    measures = [k for k in summary["columns"] if k not in ("model", "source", "jobs", "checkpoint", *swept, *METRIC_COLUMNS)
+                and not k.endswith((" ci_low", " ci_high"))]
+    shown = ["model", *swept, "test_error", "gap", *measures[:SHOWN_MEASURES], "source"]
+    print(f"compare: {summary['models']} models from {summary['jobs']} jobs; swept: {', '.join(swept) or 'nothing'}")
+    print(text_table(shown, rows))
+    if len(measures) > SHOWN_MEASURES:
+        print(f"(and {len(measures) - SHOWN_MEASURES} more measures in {summary['table_md']})")
+    corrs = summary["correlations"]
+    computed = [x for x in corrs if x["spearman_rho"] == x["spearman_rho"]]  # not NaN
+    for x in computed:
+        print(f"  {x['measure']} vs {x['target']}: {stats_text(x)}")
+    notes = sorted({x["note"] for x in corrs if x not in computed})
+    if notes:  # one line, not one per measure: usually the same reason for all
+        print(f"  no rank correlation for {len(corrs) - len(computed)} measure/target pairs: {'; '.join(notes)}")
+
     figs = [Path(f) for f in summary["figures"]]
-    ctx.tracker.log_images(figs, prefix="compare/")
+    ctx.tracker.log_images([f for f in figs if f.suffix == ".png"], prefix="compare/")
     cols = summary["columns"]
-    ctx.tracker.log_table("compare/table", cols, [[r.get(c) for c in cols] for r in summary["rows"]])
+    ctx.tracker.log_table("compare/table", cols, [[r.get(k) for k in cols] for r in rows])
+    ccols = list(summary["correlations"][0]) if summary["correlations"] else []
+    if ccols:
+        ctx.tracker.log_table("compare/correlations", ccols, [[r[k] for k in ccols] for r in summary["correlations"]])
     print(f"compare: table {summary['table_md']}; figures {', '.join(str(f) for f in figs if f.suffix == '.png') or 'none'}")
     return summary
