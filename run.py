@@ -7,24 +7,73 @@ config to the library; user errors print one line and exit with status 2.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
-def _job_info() -> dict:
+def _unescape(override: str) -> str:
+    return re.sub(r"\\(.)", r"\1", override)  # Hydra re-escapes ':' '=' ',' ... in the job's overrides
+
+
+def _swept(hc: Any) -> list[str]:
+    """This job's overrides of the keys the multirun sweeps (``optim.batch_size=32``), as typed:
+    the sweep is read from ``<sweep dir>/multirun.yaml`` (the command line) and
+    ``hydra.sweeper.params`` (a sweep config)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    raw: list[str] = []
+    saved = Path(str(hc.sweep.dir)) / "multirun.yaml"
+    try:
+        if saved.is_file():
+            raw += [str(o) for o in OmegaConf.load(saved).hydra.overrides.task]
+        raw += [f"{k}={v}" for k, v in (hc.sweeper.get("params") or {}).items()]
+        parser = OverridesParser.create()
+        keys = {o.get_key_element() for o in parser.parse_overrides(raw) if o.is_sweep_override()}
+        mine = parser.parse_overrides(list(hc.overrides.task))
+    except Exception:  # an unusual sweeper: fall back to every override
+        return [_unescape(o) for o in hc.overrides.task]
+    return [_unescape(f"{o.get_key_element()}={o.get_value_element_as_str()}") for o in mine if o.get_key_element() in keys]
+
+
+def _job_info(cfg: DictConfig) -> dict:
+    from landscape_exp.surface.sharding import merged_dir_name
+    from landscape_exp.tracking import group_for
+
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    info = {"name": hc.job.override_dirname or hc.job.name, "multirun": multirun}
+    overrides = [_unescape(o) for o in hc.overrides.task]
+    # the W&B display name: the overrides as typed (Hydra's override_dirname escapes ':' and '=')
+    info = {"name": " ".join(overrides) or str(cfg.task.name), "multirun": multirun}
     if multirun:
+        sweep_dir = Path(str(hc.sweep.dir))
+        job_dir = Path(hc.runtime.output_dir)
+        swept = _swept(hc)
         info["num"] = hc.job.num
-        info["sweep_dir"] = str(hc.sweep.dir)
-        info["group"] = Path(str(hc.sweep.dir)).name  # the sweep's name groups its W&B runs
+        info["sweep_dir"] = str(sweep_dir)
+        info["group"] = group_for(sweep_dir)  # <study>/<stage>, or the sweep's place under multirun/
+        info["name"] = " ".join(swept) or info["name"]  # what tells this job from the others
+        if not job_dir.name.isdigit():  # a study names its job directories: that name reads best
+            info["name"] = job_dir.relative_to(sweep_dir).as_posix() if job_dir.is_relative_to(sweep_dir) else job_dir.name
+        if int(cfg.shard.count) > 1:
+            # Where the shards of this job's surface meet, with its figures, summary and W&B run.
+            # A job directory named without the shard (a study's `surface2d_bs32_wd0`) is shared by
+            # the shards: the surface lives there and each shard in shard-<i>/. Otherwise (numbered
+            # jobs, names with the shard) the surface gets a directory named by its swept values.
+            subdir = str(OmegaConf.to_container(hc.sweep, resolve=False).get("subdir", ""))
+            if any(k in subdir for k in ("shard", "job.num", "override_dirname")):
+                info["surface_home"] = str(sweep_dir / merged_dir_name(swept))
+            else:
+                info["surface_home"] = str(job_dir)
+                info["shard_dir"] = f"shard-{int(cfg.shard.index)}"
+                info["name"] = f"{info['name']}/{info['shard_dir']}"
     worker = _worker()
     if worker is not None:
         info["worker"] = worker
@@ -45,9 +94,13 @@ def _worker() -> dict | None:
 
 
 def _sigterm_to_exit() -> None:
-    # Let `finally` blocks flush results on SIGTERM; leave the handler alone where someone
-    # (submitit under Slurm) has installed their own.
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+    # SIGTERM ends the job through `finally` blocks, so results are flushed and the W&B run gets
+    # its exit record. Under Slurm (scancel, scontrol requeue, the time limit, preemption) SIGTERM
+    # is followed by SIGKILL after KillWait seconds; submitit's own handler only logs "Bypassing
+    # signal SIGTERM" and waits for that kill. Jobs are submitted with --requeue, so Slurm itself
+    # requeues a preempted job; submitit's checkpoint-and-requeue on SIGUSR2 is left as it is.
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler in (signal.SIG_DFL, None) or getattr(handler, "__name__", "") == "bypass":
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
@@ -58,8 +111,10 @@ def main(cfg: DictConfig) -> dict | None:
 
     _sigterm_to_exit()
     try:
-        job = _job_info()
+        job = _job_info(cfg)
         output_dir = HydraConfig.get().runtime.output_dir
+        if "shard_dir" in job:  # shards that share their job directory: one subdirectory each
+            output_dir = os.path.join(output_dir, job["shard_dir"])
         if "worker" in job:  # the tasks of one job share Hydra's output dir: one subdir each
             job["job_dir"] = output_dir
             output_dir = os.path.join(output_dir, f"worker-{job['worker']['rank']}")

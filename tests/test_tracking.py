@@ -135,8 +135,11 @@ def test_2d_job_is_its_own_run_with_images_and_html(sweep):
     one, two = jobs["surface1d"]["run"], jobs["surface2d"]["run"]
     assert two["id"] != one["id"] and two["exit_code"] == 0
     assert (two["job_type"], two["group"]) == ("surface2d", "sweep-xyz")
-    # nothing of the first job leaked into the second run
-    assert not any("train/epoch" in row for row in two["history"])
+    # the second job reused the cached checkpoint: its training history is attached (epochs 0-2,
+    # from the cache's last.pt) with a link to the training run; nothing else of the first job leaked
+    assert [row["train/epoch"] for row in two["history"] if "train/epoch" in row] == [0, 1, 2]
+    assert two["config"]["trained_by"]["run_dir"].endswith(".cache/train/" + two["config"]["trained_by"]["run_dir"].split("/")[-1])
+    assert not any(k.startswith("surface1d/") for row in two["history"] for k in row)
     assert two["summary"]["points"] == 25 and one["summary"]["points"] == 5
     kinds = ("contour", "contourf", "heatmap", "3dsurface")
     for metric in ("train_loss", "train_acc"):

@@ -8,6 +8,7 @@ point nothing sees the config: tasks get :class:`landscape_exp.settings.Settings
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from landscape_exp.resources import check_writable, cpu_threads
 from landscape_exp.settings import Settings
 from landscape_exp.storage import write_json
 from landscape_exp.tasks import get_task
-from landscape_exp.tracking import make_tracker
+from landscape_exp.tracking import make_tracker, run_id_for
 
 # tasks whose work the workers of one job (submitit tasks_per_node) split as shards of a surface
 SHARDED_TASKS = ("surface1d", "surface2d", "interp1d", "plane")
@@ -57,24 +58,42 @@ def run_job(cfg: DictConfig | Mapping[str, Any], *, output_dir: str | Path, job:
     tags = [task_name, str(settings.model.get("name", "")), str(settings.dataset.get("name", ""))]
     tracker = make_tracker(
         settings.logger, run_dir=out, config=container, job_type=task_name,
-        name=job.get("name"), group=job.get("group"), tags=[t for t in tags if t],
+        name=job.get("name"), group=job.get("group"), tags=[t for t in tags if t], run_id=run_id_for(out),
     )
     ctx = RunContext(settings=settings, out_dir=out, device=device, tracker=tracker, job=job)
     t0 = time.perf_counter()
     try:
         with tee_to_log(out / "run.log"):
             summary = task(ctx)
-    except BaseException:
-        tracker.finish(exit_code=1)
+    except BaseException as e:
+        # the exit record, in W&B and on disk (the study's status reads it where Slurm keeps no accounting)
+        code = exit_code(e)
+        with contextlib.suppress(OSError):  # a full disk must not hide the job's own error
+            write_json(out / "exit.json", {"exit_code": code, "time": time.time(),
+                                           "reason": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"})
+        tracker.finish(exit_code=code)
         raise
     summary = dict(summary)
     if ctx.adopted_model is not None:  # the checkpoint's model, not model=: compare reads it here
         summary["model_config"] = ctx.adopted_model
     summary["wall_seconds"] = time.perf_counter() - t0
     write_json(out / "summary.json", summary)
+    write_json(out / "exit.json", {"exit_code": 0, "reason": "finished", "time": time.time()})
     tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
     tracker.finish()
     return summary
+
+
+def exit_code(e: BaseException) -> int:
+    """The exit status a job ends with: a user error 2, Ctrl-C 130, ``sys.exit(n)`` n (SIGTERM:
+    143, submitit's requeue: -1), anything else 1."""
+    if isinstance(e, UserError):
+        return 2
+    if isinstance(e, KeyboardInterrupt):
+        return 130
+    if isinstance(e, SystemExit):
+        return e.code if isinstance(e.code, int) else 1
+    return 1
 
 
 def _resolve(cfg: DictConfig) -> dict[str, Any]:

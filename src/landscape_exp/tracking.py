@@ -5,9 +5,12 @@
   login or network the run falls back to ``offline`` with a warning) or ``disabled``.
 * ``logger=none``: nothing is tracked.
 
-Each job is its own W&B run: ``job_type`` is the task, ``group`` the sweep's name (so the runs
-of one multirun are compared side by side in the UI), tags the task, model and dataset, and the
-config the resolved Hydra config. A job finishes its run before the next job of the same process
+Each job is one W&B run for its whole life: its id comes from the job's directory
+(:func:`run_id_for`), so a job that is requeued, resubmitted or rerun in its directory resumes its
+run (``resume="allow"``) instead of starting another; every start that ends writes an exit record
+(``finish(exit_code=...)``, also when killed). ``job_type`` is the task, ``group`` names the study
+and stage or the sweep (:func:`group_for`), tags are the task, model and dataset, and the config
+is the resolved Hydra config. A job finishes its run before the next job of the same process
 starts one.
 
 Results are always written to disk first; every tracking call is guarded, so a W&B failure is a
@@ -18,6 +21,7 @@ warning on stderr, never a lost result or a failed job.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -63,8 +67,53 @@ class Tracker:
     def artifact(self, paths: Sequence[Path], name: str, kind: str) -> None:
         """Log the existing files among ``paths`` as one artifact ``<name>-<run id>`` of type ``kind``."""
 
+    def attach_training(self, checkpoint: Path) -> None:
+        """Attach the training history of a checkpoint this job did not train itself (a cached or
+        given ``final.pt``): see :func:`training_history`."""
+
     def finish(self, exit_code: int = 0) -> None:
         """End the run (every job finishes its own run)."""
+
+
+def run_id_for(job_dir: str | Path) -> str:
+    """The W&B run id of the job in ``job_dir``: a hash of its absolute path, so every start of
+    the same job (requeue, resubmission, a rerun in the same directory) is the same run."""
+    return hashlib.sha256(str(Path(job_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def group_for(sweep_dir: str | Path) -> str:
+    """The W&B group of a multirun: ``<study>/<stage>`` for a study's stage (a sweep directory
+    under ``studies/``, e.g. ``batch_wd_small/train``; ``<study>`` when the study is one stage),
+    else the sweep directory from ``multirun/`` on (``multirun/2026-11-30/10-00-00-123456``), else
+    its last two path components. Readable, and different for every study, stage and sweep."""
+    parts = Path(sweep_dir).resolve().parts
+    for anchor, keep in (("studies", False), ("multirun", True)):
+        if anchor in parts[:-1]:
+            i = len(parts) - 1 - parts[::-1].index(anchor)
+            return "/".join(parts[i if keep else i + 1:])
+    return "/".join(parts[-2:])
+
+
+def training_history(checkpoint: str | Path) -> tuple[list[dict[str, Any]], Path | None]:
+    """The per-epoch metrics of the run that trained ``checkpoint`` (``<run>/checkpoints/*.pt``),
+    and that run's directory: its ``history.json`` (a ``task=train`` job) or the history kept in
+    its ``checkpoints/last.pt`` (the checkpoint cache). ``([], None)`` when there is none."""
+    ckpt = Path(checkpoint)
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+    if run is None:
+        return [], None
+    try:
+        hist_file = run / "history.json"
+        if hist_file.is_file():
+            return list(json.loads(hist_file.read_text()).get("history", [])), run
+        last = ckpt.parent / "last.pt"
+        if last.is_file():
+            from landscape_exp.checkpoint import load_checkpoint
+
+            return list(load_checkpoint(last).get("history") or []), run
+    except (OSError, ValueError, UserError):
+        pass  # a history is a courtesy: the analysis goes on without it
+    return [], run
 
 
 def _one_line(e: BaseException) -> str:
@@ -101,9 +150,11 @@ class WandbTracker(Tracker):
 
     name = "wandb"
 
-    def __init__(self, run: Any):
+    def __init__(self, run: Any, record: Path | None = None):
         self.run = run
         self.failures = 0
+        self.record = record  # which artifact contents this job already uploaded (JSON)
+        self.trained_here = False  # this job logged its own training epochs
 
     @property
     def local_dir(self) -> Path | None:
@@ -119,6 +170,7 @@ class WandbTracker(Tracker):
             _warn(what, e)
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        self.trained_here = self.trained_here or any(str(k).startswith("train/") for k in metrics)
         self._safe("log", lambda: self.run.log(flatten_mapping(metrics), step=step))
 
     def log_images(self, paths: Sequence[Path], prefix: str = "") -> None:
@@ -174,15 +226,52 @@ class WandbTracker(Tracker):
                 return
             # One artifact per run: the same name across runs would make unrelated surfaces
             # versions of one another.
-            art = wandb.Artifact(name=f"{name}-{self.run.id}", type=kind)
+            full = f"{name}-{self.run.id}"
+            digest = _files_digest(files)
+            done = self._uploaded()
+            if done.get(full) == digest:  # a rerun that changed nothing: the upload is already there
+                print(f"W&B artifact {full}: unchanged since its last upload, not uploaded again")
+                return
+            art = wandb.Artifact(name=full, type=kind)
             for p in files:
                 art.add_file(str(p))
             self.run.log_artifact(art)
+            if self.record is not None:
+                from landscape_exp.storage import write_json
+
+                write_json(self.record, {**done, full: digest})
 
         self._safe("artifact upload", go)
 
+    def _uploaded(self) -> dict[str, str]:
+        try:
+            return dict(json.loads(self.record.read_text())) if self.record and self.record.is_file() else {}
+        except (OSError, ValueError):
+            return {}
+
+    def attach_training(self, checkpoint: Path) -> None:
+        if self.trained_here:
+            return
+        hist, run = training_history(checkpoint)
+        if run is None:
+            return
+        # the run that trained it, by its directory and (deterministic) W&B id, as a link
+        self.update_config({"trained_by": {"run_dir": str(run), "wandb_id": run_id_for(run)}})
+        for row in hist:
+            self.log({f"train/{k}": v for k, v in row.items()})
+
     def finish(self, exit_code: int = 0) -> None:
         self._safe("finish", self.run.finish, exit_code=exit_code)
+
+
+def _files_digest(files: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def _cell(v: Any) -> Any:
@@ -214,6 +303,8 @@ def make_tracker(
     name: str | None = None,
     group: str | None = None,
     tags: Sequence[str] = (),
+    run_id: str | None = None,
+    alongside: bool = False,
 ) -> Tracker:
     """Start the tracker of one job (``cfg``: the resolved ``logger`` group).
 
@@ -227,6 +318,10 @@ def make_tracker(
         name: the run's display name (the job's overrides).
         group: the multirun's sweep directory name (None for a single run).
         tags: extra tags (task, model, dataset).
+        run_id: the run's id (:func:`run_id_for` of the job directory): a run with this id is
+            resumed (``resume="allow"``), so every start of one job is one run.
+        alongside: start this run next to the process's current one (the merged surface's run,
+            started by the shard job that merged it) instead of finishing that one first.
 
     A bad ``name``/``mode`` is a UserError; any failure to start W&B is a warning and returns
     the no-op :class:`Tracker`. ``online`` without a login or network falls back to ``offline``.
@@ -254,18 +349,22 @@ def make_tracker(
         group=cfg.get("group") or group,
         name=name,
         tags=_tags([*tags, *extra]),
+        reinit="create_new" if alongside else "finish_previous",
     )
+    if run_id:
+        kwargs.update(id=run_id, resume="allow")
     wdir = Path(str(cfg.get("dir") or run_dir))
+    record = wdir / "wandb" / "uploaded_artifacts.json"
     try:
         wdir.mkdir(parents=True, exist_ok=True)
-        return WandbTracker(_init(mode, wdir, timeout, kwargs))
+        return WandbTracker(_init(mode, wdir, timeout, kwargs), record)
     except Exception as e:
         if mode != "online":
             _warn("init", e, "nothing is tracked; results are on disk")
             return Tracker()
         _warn("online init", e, "logging offline instead (`wandb login`, then `wandb sync` uploads it)")
     try:
-        return WandbTracker(_init("offline", wdir, timeout, kwargs))
+        return WandbTracker(_init("offline", wdir, timeout, kwargs), record)
     except Exception as e:
         _warn("offline init", e, "nothing is tracked; results are on disk")
         return Tracker()
@@ -277,9 +376,8 @@ def _init(mode: str, wdir: Path, timeout: float, kwargs: Mapping[str, Any]) -> A
     return wandb.init(
         mode=mode,
         dir=str(wdir),
-        # A sweep runs its jobs one after another in one process: each job must have its own
-        # run, so a run left open (a crashed job) is finished first.
-        reinit="finish_previous",
+        # reinit: a sweep runs its jobs one after another in one process: each job must have its
+        # own run, so a run left open (a crashed job) is finished first ("finish_previous")
         settings=wandb.Settings(console="off", x_disable_stats=True, silent=True, init_timeout=timeout),
         **kwargs,
     )

@@ -5,12 +5,15 @@ publishing the result (figures, W&B)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from landscape_exp.context import RunContext
@@ -18,6 +21,8 @@ from landscape_exp.errors import UserError
 from landscape_exp.plan import surface_cheaper, timed_points
 from landscape_exp.provenance import file_sha256, tensors_sha256, versions
 from landscape_exp.resources import check_surface_resources
+from landscape_exp.storage import atomic_path, write_json
+from landscape_exp.tracking import make_tracker, run_id_for
 from landscape_exp.data import ImageDataset
 from landscape_exp.surface.engine import Measure, compute_surface
 from landscape_exp.surface.measures import LossMeasure
@@ -57,10 +62,12 @@ class Target:
 
 
 def surface_target(ctx: RunContext, default_name: str = "surface.h5", *, shardable: bool = True) -> Target:
-    """``surf_file``, else the sweep directory's ``surface.h5`` for a multirun over
-    ``shard.index`` (all shards meet there), else the job directory's (shared by the workers of
+    """``surf_file``, else, for a multirun over ``shard.index``, the surface's own directory in the
+    sweep (``job["surface_home"]``, chosen by run.py: every shard of one surface names the same
+    one, each surface of the sweep its own), else the job directory's (shared by the workers of
     one job), else ``<run dir>/<default_name>``. The shard: ``shard.count/index``, split again
-    among the workers of one job (submitit tasks_per_node)."""
+    among the workers of one job (submitit tasks_per_node). A merged surface's figures, summary
+    and W&B run go next to its file (:func:`surface_result`)."""
     s = ctx.settings
     count, index = s.shard.count, s.shard.index
     if not shardable and count > 1:
@@ -70,10 +77,12 @@ def surface_target(ctx: RunContext, default_name: str = "surface.h5", *, shardab
         count, index = worker_shard(count, index, int(worker["count"]), int(worker["rank"]))
     if s.surf_file:
         path = Path(s.surf_file)
-    elif s.shard.count > 1 and ctx.job.get("sweep_dir"):
-        path = Path(str(ctx.job["sweep_dir"])) / "surface.h5"
+    elif s.shard.count > 1 and ctx.job.get("surface_home"):
+        path = Path(str(ctx.job["surface_home"])) / default_name
+    elif s.shard.count > 1 and ctx.job.get("sweep_dir"):  # a launcher that names no home: all meet here
+        path = Path(str(ctx.job["sweep_dir"])) / default_name
     elif count > 1 and ctx.job.get("job_dir"):
-        path = Path(str(ctx.job["job_dir"])) / "surface.h5"
+        path = Path(str(ctx.job["job_dir"])) / default_name
     else:
         path = ctx.out_dir / default_name
     return Target(path, count, index)
@@ -141,6 +150,7 @@ def run_surface(ctx: RunContext, *, target: Target, grid: Grid, origin: Origin, 
         indices=target.indices(grid), extra_datasets={"dir_file": str(plane.dir_file), **(extra_datasets or {})},
         move_corrupt_aside=s.surface_recover,
     )
+    ctx.tracker.attach_training(Path(origin.checkpoint))  # a checkpoint trained elsewhere: its history
     with store:
         plane.save()  # only now: the surface file accepted this config
         todo = len(store.pending())
@@ -168,6 +178,49 @@ class _Announcing:
 
     def points(self, space: WeightSpace, grid: Grid, pending: list[int]) -> Iterator[tuple[int, dict[str, float]]]:
         return timed_points(self.measure.points(space, grid, pending), len(pending), self.cheaper)
+
+
+@contextlib.contextmanager
+def surface_result(ctx: RunContext, target: Target, checkpoint: Path | None = None) -> Iterator[RunContext]:
+    """Where a finished surface is summarized, drawn and published: the job's own context, or,
+    for a surface merged from shards, its file's directory with a W&B run of its own (id from
+    that directory), so figures, ``summary.json`` and the artifact land in one place whichever
+    shard finishes last. Pair with :func:`result_summary`."""
+    home = target.path.parent
+    if target.count == 1 or home.resolve() == ctx.out_dir.resolve():
+        yield ctx
+        return
+    s = ctx.settings
+    tags = [s.task, str(s.model.get("name", "")), str(s.dataset.get("name", ""))]
+    tracker = make_tracker(s.logger, run_dir=home, config=ctx.config, job_type=s.task, name=f"{home.name} (merged)",
+                           group=ctx.job.get("group"), tags=[t for t in tags if t], run_id=run_id_for(home), alongside=True)
+    if checkpoint is not None:
+        tracker.attach_training(checkpoint)
+    try:
+        yield dataclasses.replace(ctx, out_dir=home, tracker=tracker)
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()
+
+
+def result_summary(ctx: RunContext, rctx: RunContext, summary: dict[str, Any], stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The job's summary. For a merged surface (``rctx`` is not ``ctx``): ``summary`` goes to its
+    directory's ``summary.json``, W&B run and ``.hydra/config.yaml`` (the config without the
+    shard index, so the directory reads as one run), and the job returns its shard's numbers
+    and ``merged_into``."""
+    if rctx is ctx:
+        return summary
+    cfg = dict(ctx.config)
+    cfg["shard"] = {"count": ctx.settings.shard.count}
+    with atomic_path(rctx.out_dir / ".hydra" / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    summary = {**summary, "merged_shards": ctx.settings.shard.count}
+    write_json(rctx.out_dir / "summary.json", summary)
+    rctx.tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    print(f"merged surface, figures and summary.json: {rctx.out_dir}")
+    return {**stats, "shard": ctx.settings.shard.index, "shard_count": ctx.settings.shard.count,
+            "merged_into": str(rctx.out_dir)}
 
 
 def publish(ctx: RunContext, prefix: str, figures: Sequence[Path], artifacts: Sequence[Path], artifact_name: str,

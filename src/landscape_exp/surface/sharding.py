@@ -3,8 +3,10 @@ merge that assembles them (explicit ``task=merge``, or automatic when the last s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,20 @@ def worker_shard(count: int, index: int, workers: int, rank: int) -> tuple[int, 
     if workers < 1 or not 0 <= rank < workers:
         raise UserError(f"bad worker rank {rank} of {workers} workers; need 0 <= rank < workers")
     return count * workers, index * workers + rank
+
+
+def merged_dir_name(overrides: Sequence[str]) -> str:
+    """The directory, inside a multirun's sweep directory, where the shards of one surface meet:
+    the job's overrides without ``shard.*``, sorted and joined as Hydra's ``override_dirname``
+    (``optim.batch_size=32,task=surface2d``), so every shard of a surface names the same one and
+    each surface of a sweep its own; ``""`` (the sweep directory itself) when only the shard
+    varies. Characters other than letters, digits and ``._=,+-`` become ``_``; a name over 120
+    characters keeps its start and a hash of the whole."""
+    kept = sorted(o.lstrip("+~") for o in overrides if not o.lstrip("+~").startswith("shard."))
+    name = re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(kept))
+    if len(name) > 120:
+        name = f"{name[:100]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return name
 
 
 def shard_path(surface_path: str | Path, count: int, index: int) -> Path:
