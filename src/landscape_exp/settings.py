@@ -132,6 +132,7 @@ class EvalSettings:
     batch_memory_mib: Mapping[str, float]  # per device type (cpu, cuda): the biggest layer output of a batch
     batch_min: int
     batch_max: int
+    bn_recompute: bool  # BatchNorm statistics recomputed from the training data at every grid point
 
     def batch_memory_for(self, device: torch.device) -> int:
         """Bytes the biggest layer output of an evaluation batch may take on ``device``."""
@@ -153,7 +154,7 @@ class EvalSettings:
             raise UserError(f"eval.batch_memory_mib={per_device.data!r} must be positive")
         return cls(tuple(str(s) for s in splits), n.str("loss", choices=LOSSES), n.int("batch_size", 1, null=True),
                    n.int("points_per_pass", 1), n.int("data_split", 1), n.int("split_idx", 0), memory,
-                   n.int("batch_min", 1), n.int("batch_max", 1))
+                   n.int("batch_min", 1), n.int("batch_max", 1), n.bool("bn_recompute"))
 
 
 @dataclass(frozen=True)

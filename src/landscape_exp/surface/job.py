@@ -25,7 +25,7 @@ from landscape_exp.storage import atomic_path, write_json
 from landscape_exp.tracking import make_tracker, run_id_for
 from landscape_exp.data import ImageDataset
 from landscape_exp.surface.engine import Measure, compute_surface
-from landscape_exp.surface.measures import LossMeasure
+from landscape_exp.surface.measures import LossMeasure, bn_recompute_data
 from landscape_exp.surface.grid import Grid, parse_grid
 from landscape_exp.surface.plane import Plane
 from landscape_exp.surface.sharding import merge_shards, shard_indices, shard_path, worker_shard
@@ -101,8 +101,11 @@ def loss_measure(ctx: RunContext, model: nn.Module, dataset: ImageDataset) -> Lo
     splits = ctx.eval_splits(dataset, precision)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    bn_data = bn_recompute_data(model, dataset, splits, ctx.device, channels_last=bool(precision.channels_last),
+                                full_train=s.eval.data_split == 1) if s.eval.bn_recompute else None
     return LossMeasure(model, splits, s.eval.loss, ctx.eval_batch_size, precision, (s.eval.data_split, s.eval.split_idx),
-                       s.eval.points_per_pass, torch.compile(model) if precision.compile else None)
+                       s.eval.points_per_pass, torch.compile(model) if precision.compile else None,
+                       bn_data=bn_data, bn_batch_size=ctx.eval_batch_size)
 
 
 @dataclass(frozen=True)

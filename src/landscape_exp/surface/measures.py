@@ -10,7 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from landscape_exp.curves import recompute_bn_stats
 from landscape_exp.data import DeviceData
+from landscape_exp.errors import UserError
 from landscape_exp.evaluation import evaluate_points_sums, evaluate_sums
 from landscape_exp.folding import EvalCopy, can_fuse, eval_forward
 from landscape_exp.precision import Precision
@@ -42,10 +44,15 @@ class LossMeasure:
     points_per_pass: int = 1
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # e.g. a torch.compile'd model
     fuse: bool | None = None  # conv-ReLU fusion; None: where the device has the kernels (CPU)
+    bn_data: DeviceData | None = None  # eval.bn_recompute: BatchNorm statistics recomputed on it at every point
+    bn_batch_size: int = 1024
     metrics: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = metric_names(list(self.splits))
+        if self.bn_data is not None and self.points_per_pass > 1:
+            raise UserError(f"eval.bn_recompute=true evaluates one point at a time; set eval.points_per_pass=1 "
+                            f"(not {self.points_per_pass})")
         self._copy: EvalCopy | None = None
         self._run_precision = self.precision
         if any(d.device.type == "cpu" for d in self.splits.values()):
@@ -73,11 +80,12 @@ class LossMeasure:
         return self._copy.num_fused if self._copy is not None else 0
 
     def fingerprint(self) -> dict[str, Any]:
+        # bn_recompute only when on: files computed before the option existed still match
         return {"splits": list(self.splits), "data_split": list(self.data_split),
-                "precision": self.precision.mode}
+                "precision": self.precision.mode, **({"bn_recompute": True} if self.bn_data is not None else {})}
 
     def attrs(self) -> dict[str, Any]:
-        return {"precision": self.precision.mode}
+        return {"precision": self.precision.mode, "bn_recompute": "true" if self.bn_data is not None else "false"}
 
     def _values(self, sums: Mapping[str, tuple[Any, Any]]) -> dict[str, float]:
         values: dict[str, float] = {}
@@ -91,11 +99,20 @@ class LossMeasure:
         fwd = self.forward or self.model
         kw = dict(loss=self.loss, batch_size=self.batch_size, precision=self._run_precision)
         if self.points_per_pass <= 1:
-            for k in pending:
-                space.move_to(grid.point(k))
-                if self._copy is not None:
-                    self._copy.refresh()
-                yield k, self._values({name: evaluate_sums(fwd, data, **kw) for name, data in self.splits.items()})
+            saved = {k: b.clone() for k, b in _bn_buffers(self.model).items()} if self.bn_data is not None else {}
+            try:
+                for k in pending:
+                    space.move_to(grid.point(k))
+                    if self.bn_data is not None:  # before the refresh: the folded copy uses these statistics
+                        recompute_bn_stats(self.model, self.bn_data, batch_size=self.bn_batch_size)
+                    if self._copy is not None:
+                        self._copy.refresh()
+                    yield k, self._values({name: evaluate_sums(fwd, data, **kw) for name, data in self.splits.items()})
+            finally:  # the origin's statistics back (weights-only directions do not restore them)
+                with torch.no_grad():
+                    for name, buf in _bn_buffers(self.model).items():
+                        if name in saved:
+                            buf.copy_(saved[name])
             return
         for start in range(0, len(pending), self.points_per_pass):
             chunk = pending[start : start + self.points_per_pass]
@@ -104,6 +121,17 @@ class LossMeasure:
             totals = {name: (t.cpu(), c.cpu()) for name, (t, c) in sums.items()}
             for i, k in enumerate(chunk):
                 yield k, self._values({name: (t[i], c[i]) for name, (t, c) in totals.items()})
+
+
+def _bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The BatchNorm running statistics of ``model`` by buffer name: live tensors, or clones to restore."""
+    out = {}
+    for mname, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            for bname, b in m.named_buffers(recurse=False):
+                if b is not None:
+                    out[f"{mname}.{bname}"] = b
+    return out
 
 
 @dataclass
@@ -140,3 +168,21 @@ class HessianMeasure:
             with H.fp32(self.op.device):
                 res[self.loss_key] = self.op.loss()
             yield k, res
+
+
+def bn_recompute_data(model: nn.Module, dataset: Any, splits: Mapping[str, DeviceData], device: torch.device, *,
+                      channels_last: bool = False, full_train: bool = True) -> DeviceData | None:
+    """The training data BatchNorm statistics are recomputed on at every point (``eval.bn_recompute``):
+    the evaluated training split when it is the whole split (``full_train``), else the whole split
+    loaded again; None (said once) when ``model`` has no BatchNorm. Prints the cost."""
+    from landscape_exp.curves import has_batchnorm
+
+    if not has_batchnorm(model):
+        print("eval.bn_recompute: the model has no BatchNorm layer; nothing to recompute")
+        return None
+    data = splits["train"] if full_train and "train" in splits else DeviceData(
+        dataset.train, dataset.mean, dataset.std, device, channels_last=channels_last)
+    evaluated = sum(len(d) for d in splits.values())
+    print(f"eval.bn_recompute: BatchNorm statistics recomputed at every point: one extra forward pass over "
+          f"{len(data):,} training images per point (about {(evaluated + len(data)) / evaluated:.2g}x the work per point)")
+    return data
