@@ -207,6 +207,7 @@ class DirectionSettings:
     file: str | None
     model2: str | None
     model3: str | None
+    seeds: tuple[int, ...] | None = None  # surface1d: one random direction per seed, then their spread
 
     @classmethod
     def read(cls, n: _Node, task: _Node, normalization: _Node, needs_file: bool) -> DirectionSettings:
@@ -226,7 +227,20 @@ class DirectionSettings:
 
         return cls(n.str("name"), str(kind), check_ignore(ignore),
                    normalization.str("name", choices=NORMS), n.bool("same_dir"), n.int("xseed"), n.int("yseed"),
-                   None if file in (None, "") else str(file), n.path("model2"), n.path("model3"))
+                   None if file in (None, "") else str(file), n.path("model2"), n.path("model3"),
+                   _seeds(n.data.get("seeds"), task.data.get("name")))
+
+
+def _seeds(v: Any, task: Any) -> tuple[int, ...] | None:
+    """``direction.seeds``: null, or a list of 2 or more distinct integers (task=surface1d only)."""
+    if v is None:
+        return None
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) < 2 or len(set(v)) != len(v) \
+            or any(isinstance(x, bool) or not isinstance(x, int) for x in v):
+        raise UserError(f"direction.seeds={v!r} must be null or a list of 2 or more distinct integers, e.g. [1,2,3]")
+    if task != "surface1d":
+        raise UserError(f"direction.seeds is for task=surface1d (one random direction per seed); task={task} takes none")
+    return tuple(int(x) for x in v)
 
 
 @dataclass(frozen=True)
