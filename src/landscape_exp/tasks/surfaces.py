@@ -13,9 +13,9 @@ from landscape_exp.model_source import ensure_checkpoint, load_for_analysis, mod
 from landscape_exp.path_metrics import surface_path_measures
 from landscape_exp.sharpness import model_flatness, sharpness_summary
 from landscape_exp.surface.store import store_measures, store_sharpness
-from landscape_exp.surface.job import Origin, check_target, loss_measure, grid_for, publish, run_surface, surface_target
+from landscape_exp.surface.job import (Origin, check_target, grid_for, loss_measure, publish, result_summary, run_surface,
+                                       surface_result, surface_target)
 from landscape_exp.surface.plane import build_plane
-from landscape_exp.surface.seeds import seed_context, seeds_summary
 from landscape_exp.surface.store import metric_names
 from landscape_exp.surface.summary import summarize
 from landscape_exp.surface.weight_space import WeightSpace
@@ -23,8 +23,6 @@ from landscape_exp.surface.weight_space import WeightSpace
 
 def run(ctx: RunContext) -> dict[str, Any]:
     s = ctx.settings
-    if s.direction.seeds:  # surface1d over several random directions: one surface each, then their spread
-        return seeds_summary(ctx, s.direction.seeds, [run(seed_context(ctx, k, i == 0)) for i, k in enumerate(s.direction.seeds)])
     ndim = 2 if s.task in ("surface2d", "plane") else 1
     grid = grid_for(ctx, ndim)  # before any expensive work: a malformed grid fails at once
     target = surface_target(ctx)
@@ -47,34 +45,35 @@ def run(ctx: RunContext) -> dict[str, Any]:
     )
     if surface is None:  # this shard is done; another one merges
         return stats
-    summary = summarize(surface, grid)
-    # This checkpoint's sharpness, from the surface and from the model (which the engine left at
-    # the origin); stored in the surface file's attributes and logged with the summary.
-    sharp = sharpness_summary(surface, s.sharpness, model=model, data=measure.splits.get("train"), loss=s.eval.loss,
-                               progress=ctx.progress)
-    if sharp:
-        store_sharpness(target.path, sharp)
-        summary.update(sharp)
-    # Scalar measures (docs/measures.md): an interpolation's connectivity, the minimum's flatness.
-    measures = {**surface_path_measures(s.task, surface),
-                **model_flatness(s.sharpness, model, measure.splits.get("train"), s.eval.loss)}
-    if measures:
-        store_measures(target.path, measures)
-        summary["measures"] = measures
-    summary.update(stats)
-    summary.update({"surface_file": str(target.path), "dir_file": str(plane.dir_file),
-                    "direction_norms": plane.norms()})
-    if cos is not None:
-        summary["cosine_similarity"] = cos
-        print(f"cosine similarity of the two directions: {cos:.3e}")
-    if summary.get("train_loss/nonfinite", 0):
-        print(f"warning: {summary['train_loss/nonfinite']} points have a NaN or infinite training loss; stored as such, masked in figures")
-    figs = render_surface(surface, ctx.out_dir, s.plot) if s.plot.enabled else []
-    if grid.ndim == 1:
-        done = surface["done"].ravel()
-        curves = {k: np.where(done, surface[k], np.nan) for k in surface if k.endswith(("_loss", "_acc"))}
-        ctx.tracker.log_curve(s.task, surface["x"], curves, xname="alpha")
-    figures = publish(ctx, s.task, figs, [target.path, plane.dir_file], f"{s.task}-surface")
-    if figures:
-        summary["figures"] = figures
-    return summary
+    with surface_result(ctx, target, ckpt_path) as rctx:  # a merged surface: its own directory and W&B run
+        summary = summarize(surface, grid)
+        # This checkpoint's sharpness, from the surface and from the model (which the engine left at
+        # the origin); stored in the surface file's attributes and logged with the summary.
+        sharp = sharpness_summary(surface, s.sharpness, model=model, data=measure.splits.get("train"), loss=s.eval.loss,
+                                   progress=ctx.progress)
+        if sharp:
+            store_sharpness(target.path, sharp)
+            summary.update(sharp)
+        # Scalar measures (docs/measures.md): an interpolation's connectivity, the minimum's flatness.
+        measures = {**surface_path_measures(s.task, surface),
+                    **model_flatness(s.sharpness, model, measure.splits.get("train"), s.eval.loss)}
+        if measures:
+            store_measures(target.path, measures)
+            summary["measures"] = measures
+        summary.update(stats)
+        summary.update({"surface_file": str(target.path), "dir_file": str(plane.dir_file),
+                        "direction_norms": plane.norms()})
+        if cos is not None:
+            summary["cosine_similarity"] = cos
+            print(f"cosine similarity of the two directions: {cos:.3e}")
+        if summary.get("train_loss/nonfinite", 0):
+            print(f"warning: {summary['train_loss/nonfinite']} points have a NaN or infinite training loss; stored as such, masked in figures")
+        figs = render_surface(surface, rctx.out_dir, s.plot) if s.plot.enabled else []
+        if grid.ndim == 1:
+            done = surface["done"].ravel()
+            curves = {k: np.where(done, surface[k], np.nan) for k in surface if k.endswith(("_loss", "_acc"))}
+            rctx.tracker.log_curve(s.task, surface["x"], curves, xname="alpha")
+        figures = publish(rctx, s.task, figs, [target.path, plane.dir_file], f"{s.task}-surface")
+        if figures:
+            summary["figures"] = figures
+        return result_summary(ctx, rctx, summary, stats)
