@@ -238,9 +238,9 @@ def _seeds(v: Any, task: Any) -> tuple[int, ...] | None:
     if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) < 2 or len(set(v)) != len(v) \
             or any(isinstance(x, bool) or not isinstance(x, int) for x in v):
         raise UserError(f"direction.seeds={v!r} must be null or a list of 2 or more distinct integers, e.g. [1,2,3]")
-    if task != "surface1d":
+    if task in ("surface2d", "interp1d", "plane", "hessian_surface", "trajectory"):  # tasks without directions ignore it
         raise UserError(f"direction.seeds is for task=surface1d (one random direction per seed); task={task} takes none")
-    return tuple(int(x) for x in v)
+    return tuple(int(x) for x in v) if task == "surface1d" else None
 
 
 @dataclass(frozen=True)

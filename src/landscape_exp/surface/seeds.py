@@ -110,7 +110,7 @@ def write_seeds_file(path: Path, seeds: Sequence[int], stack: Mapping[str, Any],
 def seeds_summary(ctx: RunContext, seeds: Sequence[int], summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Combine the seeds' surfaces (``summaries``: what each seed's job returned, in ``seeds``
     order): the file, the band figure, the measures; the first seed's model-based numbers kept."""
-    from landscape_exp.figures import figure_1d_overlay, save
+    from landscape_exp.figures import figure_1d_overlay, save, surface_title
 
     files = [str(s["surface_file"]) for s in summaries]
     stack = stack_surfaces(files)
@@ -123,7 +123,7 @@ def seeds_summary(ctx: RunContext, seeds: Sequence[int], summaries: Sequence[Map
           f"of the training loss {spread:.4g}; curves, mean and spread in {path}")
     if ctx.settings.plot.enabled and len(seeds) >= 2:
         metrics = [{m: stack[m][i] for m in METRICS if m in stack} for i in range(len(seeds))]
-        fig = figure_1d_overlay(stack["x"], metrics, title=f"surface1d: {len(seeds)} random directions",
+        fig = figure_1d_overlay(stack["x"], metrics, title=surface_title(read_surface(Path(files[0]))["attrs"]),
                                 log=ctx.settings.plot.log, loss_max=ctx.settings.plot.loss_max)
         figs = save(fig, ctx.out_dir / "surface_seeds_1d")
         ctx.tracker.log_images(figs, prefix="surface1d/")
