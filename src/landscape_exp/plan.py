@@ -41,6 +41,12 @@ def print_plan(ctx: RunContext, dataset: ImageDataset, work: str) -> None:
     if s.task in ("surface1d", "surface2d", "interp1d", "plane") and sh.enabled and sh.model:
         print(f"  then sharpness at the checkpoint: {model_passes(sh)} forward-backward passes over the training split "
               "(sharpness.model=false skips them)")
+    if s.task in ("surface1d", "surface2d", "interp1d", "plane") and sh.enabled and sh.flatness.passes():
+        print(f"  then flatness at the checkpoint: about {sh.flatness.passes()} forward passes over the training split "
+              "(sharpness.flatness.gaussian/pac_bayes=false skip them)")
+    if s.eval.bn_recompute:
+        print("  BatchNorm statistics recomputed at every point (eval.bn_recompute): one more forward pass over the "
+              "training split per point")
     if name.startswith(CIFAR_NETWORKS) and dataset.name == "digits":
         print(f"note: {name} is a CIFAR-10 network of the paper, but dataset=digits (the 8x8 default) is selected; "
               "add dataset=cifar10 optim=sgd for the paper's setting")
