@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ def _swept(hc: Any) -> list[str]:
 
 
 def _job_info(cfg: DictConfig) -> dict:
+    from landscape_exp.app import SHARDED_TASKS
     from landscape_exp.surface.sharding import merged_dir_name
     from landscape_exp.tracking import group_for
 
@@ -60,9 +62,9 @@ def _job_info(cfg: DictConfig) -> dict:
         info["sweep_dir"] = str(sweep_dir)
         info["group"] = group_for(sweep_dir)  # <study>/<stage>, or the sweep's place under multirun/
         info["name"] = " ".join(swept) or info["name"]  # what tells this job from the others
-        if not job_dir.name.isdigit():  # a study names its job directories: that name reads best
+        if not job_dir.name.isdigit() and job_dir.resolve() != sweep_dir.resolve():  # a study names its jobs: that reads best
             info["name"] = job_dir.relative_to(sweep_dir).as_posix() if job_dir.is_relative_to(sweep_dir) else job_dir.name
-        if int(cfg.shard.count) > 1:
+        if int(cfg.shard.count) > 1 and str(cfg.task.name) in SHARDED_TASKS:
             # Where the shards of this job's surface meet, with its figures, summary and W&B run.
             # A job directory named without the shard (a study's `surface2d_bs32_wd0`) is shared by
             # the shards: the surface lives there and each shard in shard-<i>/. Otherwise (numbered
@@ -102,6 +104,11 @@ def _sigterm_to_exit() -> None:
     handler = signal.getsignal(signal.SIGTERM)
     if handler in (signal.SIG_DFL, None) or getattr(handler, "__name__", "") == "bypass":
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+# conf/hydra/launcher/submitit_*.yaml shadow the plugin's schemas of the same name on purpose (so
+# `hydra/launcher=submitit_slurm` gets the project's defaults); Hydra warns about it on every run.
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -4,9 +4,11 @@
 
     python -m landscape_exp.study run batch_wd_small                              # stages one after another, here
     python -m landscape_exp.study run batch_wd_small --launcher slurm_cpu hydra.launcher.partition=debug
+    python -m landscape_exp.study run batch_wd_small surfaces:shard.count=2 'surfaces:shard.index=0,1'
     python -m landscape_exp.study status batch_wd_small                           # or a study directory
 
-A study is a list of stages in ``sweeps/studies.yaml`` (sweep configs of ``sweeps/``), then
+Overrides go to every stage; ``<stage>:key=value`` only to the stages whose config name contains
+``<stage>`` (``compare:`` to the comparison). A study is a list of stages in ``sweeps/studies.yaml`` (sweep configs of ``sweeps/``), then
 ``task=compare`` over the study's directory (``<output dir>/studies/<study>``, or ``--dir``). With
 a Slurm launcher every stage is submitted at once, each stage's jobs after the previous stage's
 have succeeded (``sbatch --dependency=afterok:<job ids>``), and the command returns: ``--wait``
@@ -166,6 +168,15 @@ def _run_stage(args: list[str], env: dict[str, str], record: Path) -> dict[str, 
                         "(--launcher submitit_local | submitit_slurm | slurm_cpu)") from None
 
 
+def _scoped(override: str) -> bool:
+    """``surfaces:shard.count=2``: an override for the stages whose config name contains ``surfaces``."""
+    return bool(re.match(r"^[A-Za-z0-9_]+:[^=]*=", override)) and not override.startswith(("hydra:", "oc."))
+
+
+def _for_stage(stage: str, overrides: Sequence[str]) -> list[str]:
+    return [o.split(":", 1)[1] for o in overrides if _scoped(o) and o.split(":", 1)[0] in stage]
+
+
 def run_study(name: str, *, launcher: str | None, overrides: Sequence[str], wait: bool, directory: str | None) -> Path:
     """Run (or, on Slurm, submit) every stage of study ``name``, then compare; returns its directory."""
     known = studies()
@@ -179,13 +190,16 @@ def run_study(name: str, *, launcher: str | None, overrides: Sequence[str], wait
     env = dict(os.environ)
     if slurm:
         env[DETACH_ENV] = "1"
-    common = [f"study={sdir}", *([f"hydra/launcher={launcher}"] if launcher else []), *overrides]
+    everywhere = [o for o in overrides if not _scoped(o)]
+    common = [f"study={sdir}", *([f"hydra/launcher={launcher}"] if launcher else []), *everywhere]
     stages: list[dict[str, Any]] = []
     after: list[str] = []
-    plan = [(stage, ["-m", "--config-dir", str(SWEEPS), "--config-name", stage, *common]) for stage in known[name]]
+    plan = [(stage, ["-m", "--config-dir", str(SWEEPS), "--config-name", stage, *common, *_for_stage(stage, overrides)])
+            for stage in known[name]]
     plan.append(("compare", ["-m", "task=compare", f"task.sweep_dir={sdir}", f"hydra.sweep.dir={sdir}/compare",
                              "hydra.sweep.subdir=.", *([f"hydra/launcher={launcher or 'submitit_local'}"]),
-                             *[o for o in overrides if o.startswith(("hydra.launcher.", "logger"))]]))
+                             *[o for o in everywhere if o.startswith(("hydra.launcher.", "logger"))],
+                             *_for_stage("compare", overrides)]))
     with tempfile.TemporaryDirectory() as tmp:
         for stage, args in plan:
             record = Path(tmp) / f"{stage}.json"
@@ -199,7 +213,7 @@ def run_study(name: str, *, launcher: str | None, overrides: Sequence[str], wait
         print(f"submitted study {name}: {len(stages)} stages, each after the previous one succeeds; "
               f"status: python -m landscape_exp.study status {sdir}", flush=True)
         if wait:
-            while not all(r["state"] in ENDED or r["state"].startswith("PENDING (Dependency") for r in study_status(sdir)):
+            while not all(r["state"] in ENDED or "NeverSatisfied" in r["state"] for r in study_status(sdir)):
                 time.sleep(10)
             print(format_status(sdir, study_status(sdir)))
     print(f"study {name}: results in {sdir} (stages: {', '.join(os.path.relpath(s['sweep_dir'], sdir) for s in stages)}); "
@@ -317,13 +331,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--launcher", help="submitit_local (the _small forms' default), submitit_slurm or slurm_cpu")
     r.add_argument("--wait", action="store_true", help="on Slurm: wait for every job, then print the status")
     r.add_argument("--dir", help="the study's directory (default: <output dir>/studies/<study>)")
-    r.add_argument("overrides", nargs="*", help="key=value overrides for every stage (e.g. hydra.launcher.partition=debug)")
+    r.add_argument("overrides", nargs="*", help="key=value overrides for every stage (e.g. hydra.launcher.partition=debug); "
+                   "<stage>:key=value for the stages whose name contains <stage> (e.g. surfaces:shard.count=2)")
     s = sub.add_parser("status", help="where each job of a study is")
     s.add_argument("study", help="a study name or directory")
-    a = p.parse_args(argv)
+    a, rest = p.parse_known_args(argv)  # overrides may come before and after the options
+    bad = [r for r in rest if r.startswith("-") or a.cmd != "run"]
+    if bad:
+        p.error(f"unrecognized arguments: {' '.join(bad)}")
     try:
         if a.cmd == "run":
-            run_study(a.study, launcher=a.launcher, overrides=a.overrides, wait=a.wait, directory=a.dir)
+            run_study(a.study, launcher=a.launcher, overrides=[*a.overrides, *rest], wait=a.wait, directory=a.dir)
         else:
             sdir = study_dir(a.study)
             print(format_status(sdir, study_status(sdir)))

@@ -131,12 +131,13 @@ class _Launcher(BaseSubmititLauncher):
         record = write_launch_record(sweep_dir, self._EXECUTOR, str(self.params["name"]), [
             {"num": initial_job_idx + i, "job_id": str(j.job_id), "dir": dirs[i], "overrides": list(job_overrides[i])}
             for i, j in enumerate(jobs)], extra_file=os.environ.get(RECORD_ENV))
+        ids = sorted({str(j.job_id).split("_")[0] for j in jobs})
+        what = f"submitted {len(jobs)} job(s) as {self._EXECUTOR} job {', '.join(ids)} ({self.params['name']}) -> {sweep_dir}"
         if os.environ.get(DETACH_ENV) == "1":
-            ids = sorted({str(j.job_id).split("_")[0] for j in jobs})
-            print(f"submitted {len(jobs)} job(s) as {self._EXECUTOR} job {', '.join(ids)} ({self.params['name']}), "
-                  f"results in {sweep_dir}; record: {record}", flush=True)
+            print(f"{what}; record: {record}", flush=True)
             return [JobReturn(overrides=list(o), working_dir=dirs[i], status=JobStatus.COMPLETED, _return_value=None)
                     for i, o in enumerate(job_overrides)]
+        print(f"{what}; waiting for them (Ctrl-C stops the waiting, not the jobs)", flush=True)
         returns, failed = [], []
         for i, j in enumerate(jobs):
             try:
