@@ -158,6 +158,36 @@ def test_compare_a_list_of_runs_1d_and_2d(runs, tmp_path):
     assert "sharpness/rise_r0.5 (surface2d)" in rows[1] and rows[1]["sharpness/rise_r0.5 (surface2d)"] == "nan"
 
 
+def test_compare_a_study_of_named_jobs_in_stages(runs, tmp_path):
+    """The same real jobs laid out as a study names them: stages, named job directories, a failed job."""
+    import shutil
+
+    root, sweep, singles = runs
+    study = tmp_path / "study"
+    for seed in (0, 1):
+        shutil.copytree(sweep / str(seed), study / "surfaces" / f"surface2d_seed{seed}")
+        shutil.copytree(singles[seed], study / "lines" / f"surface1d_seed{seed}")
+    (study / "lines" / "surface1d_seed2" / ".hydra").mkdir(parents=True)
+    shutil.copy(singles[0] / ".hydra" / "config.yaml", study / "lines" / "surface1d_seed2" / ".hydra")  # never finished
+    out = tmp_path / "cmp"
+    with pytest.warns(RuntimeWarning, match="surface1d_seed2.*no summary.json"):
+        summary = _compare(root, out, [f"task.sweep_dir={study}"])
+    assert summary["models"] == 2 and summary["jobs"] == 4 and summary["swept"] == ["seed"]
+    rows = _read_csv(out / "compare.csv")
+    assert [r["jobs"] for r in rows] == ["lines/surface1d_seed0; surfaces/surface2d_seed0",
+                                         "lines/surface1d_seed1; surfaces/surface2d_seed1"]
+    for r, seed in zip(rows, (0, 1)):
+        assert r["source"] == "surface centre" and float(r["gap"]) == _own_numbers(sweep / str(seed))["gap"]
+    png = out / "measures_vs_seed.png"
+    assert png.is_file() and plt_image_std(png) > 0.05
+
+
+def plt_image_std(png: Path) -> float:
+    import matplotlib.image as mpimg
+
+    return float(np.asarray(mpimg.imread(png))[..., :3].std())
+
+
 def test_figures_draw_each_runs_own_values(runs):
     from matplotlib.contour import ContourSet
 

@@ -496,9 +496,25 @@ def sort_key(v: Any) -> tuple[int, float, str]:
     return (0, x, "") if math.isfinite(x) else (1, 0.0, _key(v))
 
 
-def swept_parameters(configs: Sequence[Mapping[str, Any]], ignore: Sequence[str] = ()) -> list[str]:
-    """The model-identity keys (``IDENTITY``) whose values differ across ``configs``."""
-    return [k for k in config_differences(configs) if _under(k, IDENTITY) and not _under(k, ignore)]
+def override_keys(run_dir: str | Path) -> list[str]:
+    """The keys the job's command line set (``.hydra/overrides.yaml``), in the order given."""
+    import yaml
+
+    p = Path(run_dir) / ".hydra" / "overrides.yaml"
+    try:
+        items = yaml.safe_load(p.read_text()) if p.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(o).split("=", 1)[0].lstrip("+~") for o in items or [] if "=" in str(o)]
+
+
+def swept_parameters(configs: Sequence[Mapping[str, Any]], ignore: Sequence[str] = (),
+                     order: Sequence[str] = ()) -> list[str]:
+    """The model-identity keys (``IDENTITY``) whose values differ across ``configs``: those in
+    ``order`` (the sweep's overrides) first and in its order, then the rest as the configs have them."""
+    keys = [k for k in config_differences(configs) if _under(k, IDENTITY) and not _under(k, ignore)]
+    rank = {k: i for i, k in enumerate(dict.fromkeys(order))}
+    return sorted(keys, key=lambda k: rank.get(k, len(rank)))
 
 
 def short_names(keys: Sequence[str]) -> dict[str, str]:
@@ -706,7 +722,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
         raise UserError(f"none of the {len(paths)} jobs has anything to compare")
     pairs = [r for r in runs if r.task in PAIR_TASKS]
     models = group_models([r for r in runs if r.task not in PAIR_TASKS])
-    swept = swept_parameters([m.config for m in models], ignore)
+    order = [k for m in models for r in m.runs for k in override_keys(r.path)]
+    swept = swept_parameters([m.config for m in models], ignore, order)
     models.sort(key=lambda m: [sort_key(m.config.get(k)) for k in swept])
     label_models(models, swept)
     columns, rows, measures = comparison_table(models, swept, Path(str(root)) if root else None)
@@ -735,7 +752,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
         for k in swept:
             others = [o for o in swept if o != k]
             lines = [", ".join(f"{short[o]}={_fmt(r.get(o))}" for o in others) for r in rows]
-            fig = F.figure_measures_vs_parameter(rows, k, ["test_error", "gap", *measures], lines=lines, name=short[k],
+            fig = F.figure_measures_vs_parameter(rows, k, ["test_error", "gap", *corr_measures], lines=lines, name=short[k],
                                                  line_name=" and ".join(short[o] for o in others))
             figures += save(fig, out / _file_name(f"measures_vs_{short[k]}"))
         by = {(c["measure"], c["target"]): c for c in corr}
@@ -745,7 +762,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
                                                   labels=[r["model"] for r in rows])
                 figures += save(fig, out / f"measures_vs_{t}")
         model_of = {id(r): m.label for m in models for r in m.runs}
-        pair_labels = _pair_labels(pairs, ignore)
+        pair_labels = _pair_labels(pairs, models, ignore)
         for task in ("surface1d", "interp1d"):
             group = [r for r in runs if r.task == task and r.surface is not None and r.surface.get("y") is None]
             if group:
@@ -769,8 +786,30 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
     return summary
 
 
-def _pair_labels(pairs: Sequence[Run], ignore: Sequence[str]) -> dict[int, str]:
-    """Interpolations named by what differs among them (e.g. ``weight_decay=0``)."""
+def _pair_labels(pairs: Sequence[Run], models: Sequence[Model], ignore: Sequence[str]) -> dict[int, str]:
+    """Interpolations named by their end models where those are rows (``batch_size=32 -> batch_size=256``),
+    else by what differs among them (``weight_decay=0``)."""
+    cache: dict[str, str] = {}
+    label = {m.key: m.label for m in models}
     keys = swept_parameters([r.config for r in pairs], ignore)
     short = short_names(keys)
-    return {id(r): ", ".join(f"{short[k]}={_fmt(r.config.get(k))}" for k in keys) or r.name for r in pairs}
+    out = {}
+    for r in pairs:
+        ends = [_identity(_checkpoint_ref(r)[0], None, cache), _identity(_model2(r), None, cache)]
+        if all(e in label for e in ends):
+            out[id(r)] = f"{label[ends[0]]} -> {label[ends[1]]}"  # type: ignore[index]
+        else:
+            out[id(r)] = ", ".join(f"{short[k]}={_fmt(r.config.get(k))}" for k in keys) or r.name
+    return out
+
+
+def _model2(run: Run) -> str | None:
+    """The interpolation's other end as the job resolved it (the surface's ``direction_info``);
+    the config's text may hold ``${oc.env:...}`` that resolves differently now."""
+    info = (run.surface or {}).get("attrs", {}).get("direction_info")
+    try:
+        info = json.loads(info) if isinstance(info, str) else info
+    except ValueError:
+        info = None
+    m2 = info.get("model2") if isinstance(info, Mapping) else None
+    return str(m2) if m2 else run.config.get("direction.model2")

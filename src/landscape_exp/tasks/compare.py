@@ -34,11 +34,13 @@ def run(ctx: RunContext) -> dict[str, Any]:
     rows, swept = summary["rows"], summary["swept"]
     measures = [k for k in summary["columns"] if k not in ("model", "source", "jobs", "checkpoint", *swept, *METRIC_COLUMNS)
                 and not k.endswith((" ci_low", " ci_high"))]
-    shown = ["model", *swept, "test_error", "gap", *measures[:SHOWN_MEASURES], "source"]
+    shown = ["model", "test_error", "gap", *measures[:SHOWN_MEASURES], "source"]  # the model's name has the swept values
     print(f"compare: {summary['models']} models from {summary['jobs']} jobs; swept: {', '.join(swept) or 'nothing'}")
     print(text_table(shown, rows))
     if len(measures) > SHOWN_MEASURES:
         print(f"(and {len(measures) - SHOWN_MEASURES} more measures in {summary['table_md']})")
+    if summary["between_models"]:
+        print(f"compare: drawn, not rows (between models): {', '.join(summary['between_models'])}")
     corrs = summary["correlations"]
     computed = [x for x in corrs if x["spearman_rho"] == x["spearman_rho"]]  # not NaN
     for x in computed:
