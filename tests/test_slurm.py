@@ -8,6 +8,7 @@ cannot meet (a GPU, 4 CPUs, 32 GB) are overridden on the command line, as a user
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -121,7 +122,8 @@ def test_sharded_surface_with_a_requeued_task(root: Path, partition: str, refere
         # Slurm now sends SIGTERM, which submitit masks, and SIGKILL only after its grace period
         # (KillWait), during which a fast machine could finish the shard; end the grace period now
         # so the requeue lands mid-shard on any machine.
-        os.kill(worker, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may already have ended on SIGTERM (run.py)
+            os.kill(worker, signal.SIGKILL)
         # A requeued job waits out a begin time (about two minutes); let it start as soon as it can.
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
@@ -172,3 +174,32 @@ def test_a_failing_job_fails_the_sweep_promptly(root: Path, partition: str) -> N
     assert res.returncode != 0 and time.monotonic() - t0 < 240
     assert "malformed grid x='bad'" in res.stderr
     assert (sweep / "1" / "summary.json").is_file()
+
+
+def test_a_cancelled_job_is_noticed_without_accounting(root: Path, partition: str) -> None:
+    """``scancel`` of a running job where Slurm keeps no accounting: the waiting command learns
+    from ``squeue`` that the job is gone without a result and fails, saying so once, instead of
+    polling for ever (submitit alone takes the unknown state for "still running")."""
+    sweep = root / "cancelled"
+    proc = run_cli(["-m", "task=train", "model=mlp", "optim.epochs=5000", "logger=none", "progress=false",
+                    f"hydra.sweep.dir={sweep}", *slurm_launcher(partition)], root, popen=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (sweep / "0" / "checkpoints" / "epoch_001.pt").is_file():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.5)
+        (job,) = json.loads((sweep / "jobs.json").read_text())["jobs"]
+        assert _sh("scancel", job["job_id"]).returncode == 0
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=300)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            _sh("scancel", json.loads((sweep / "jobs.json").read_text())["jobs"][0]["job_id"])
+    assert proc.returncode != 0 and took < 150, (took, err[-2000:])
+    assert "has not produced any output" in err, err[-3000:]
+    if shutil.which("sacct") and _sh("sacct", "-n").returncode != 0:  # no accounting here: said once
+        assert err.count("keeps no job accounting") == 1 and "Bypassing sacct error" not in err
+    assert f"FAILED: {sweep / '0'}" in out  # the closing line names what failed
+    assert json.loads((sweep / "0" / "exit.json").read_text())["exit_code"] == 143  # SIGTERM: an exit record

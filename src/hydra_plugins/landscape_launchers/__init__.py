@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import time as _time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -90,6 +91,12 @@ def _queue_watcher_class() -> type:
 
 
 class _Launcher(BaseSubmititLauncher):
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+        # In the job: its config is composed again here, and Hydra would warn again (into the job's
+        # .err) that the project's launcher configs shadow the plugin's schemas, which they do on purpose.
+        warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
+        return super().__call__(*args, **kwargs)
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
         from submitit.core.utils import FailedJobError
