@@ -16,7 +16,8 @@ from landscape_exp.sharpness import loss_rise_at_radii
 
 
 def test_surface1d_over_three_seeds(tmp_path, mlp_ckpts):
-    common = ["task=surface1d", f"checkpoint={mlp_ckpts[0]}", "x=-1:1:5", "sharpness.radii=[0.5,1.0]"]
+    common = ["task=surface1d", f"checkpoint={mlp_ckpts[0]}", "x=-1:1:5", "sharpness.radii=[0.5,1.0]",
+              "sharpness.flatness.gaussian=true"]
     out = tmp_path / "seeds"
     s = run_job(compose_cfg(tmp_path, [*common, "direction.seeds=[1,2,3]"]), output_dir=out, job={})
     alone = run_job(compose_cfg(tmp_path, [*common, "direction.xseed=2", "plot.enabled=false"]),

@@ -83,7 +83,7 @@ def test_interp1d_measures_in_summary_file_and_figure(tmp_path, mlp_ckpts):
     out = tmp_path / "run"
     s = run_job(compose_cfg(tmp_path, [
         "task=interp1d", f"checkpoint={mlp_ckpts[0]}", f"direction.model2={mlp_ckpts[1]}", "x=-0.5:1.5:9",
-        "eval.splits=[train,test]", "sharpness.model=false"]), output_dir=out, job={})
+        "eval.splits=[train,test]", "sharpness.model=false", "sharpness.flatness.gaussian=true"]), output_dir=out, job={})
     with h5py.File(out / "surface.h5", "r") as f:
         x, loss, acc = f["xcoordinates"][()], f["train_loss"][()], f["test_acc"][()]
         stored = json.loads(f.attrs["measures"])
@@ -93,7 +93,7 @@ def test_interp1d_measures_in_summary_file_and_figure(tmp_path, mlp_ckpts):
     assert m["barrier_location_train_loss"]["value"] == bloc
     assert m["barrier_test_error"]["value"] == pytest.approx(brute_barrier(x, 100 - acc)[0])
     assert stored == json.loads(json.dumps(m))
-    # flatness of the first model rides along (sharpness.flatness.gaussian defaults to true)
+    # flatness of the first model rides along
     g = m["gaussian_sharpness"]
     assert g["ci_low"] <= g["value"] <= g["ci_high"] and g["higher_is_sharper"] is True
     assert (out / "surface_1d.png").is_file()

@@ -85,7 +85,7 @@ class LossMeasure:
                 "precision": self.precision.mode, **({"bn_recompute": True} if self.bn_data is not None else {})}
 
     def attrs(self) -> dict[str, Any]:
-        return {"precision": self.precision.mode, "bn_recompute": "true" if self.bn_data is not None else "false"}
+        return {"precision": self.precision.mode, **({"bn_recompute": "true"} if self.bn_data is not None else {})}
 
     def _values(self, sums: Mapping[str, tuple[Any, Any]]) -> dict[str, float]:
         values: dict[str, float] = {}
