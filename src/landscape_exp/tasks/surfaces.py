@@ -16,6 +16,7 @@ from landscape_exp.surface.store import store_measures, store_sharpness
 from landscape_exp.surface.job import (Origin, check_target, grid_for, loss_measure, publish, result_summary, run_surface,
                                        surface_result, surface_target)
 from landscape_exp.surface.plane import build_plane
+from landscape_exp.surface.seeds import seed_context, seeds_summary
 from landscape_exp.surface.store import metric_names
 from landscape_exp.surface.summary import summarize
 from landscape_exp.surface.weight_space import WeightSpace
@@ -23,6 +24,8 @@ from landscape_exp.surface.weight_space import WeightSpace
 
 def run(ctx: RunContext) -> dict[str, Any]:
     s = ctx.settings
+    if s.direction.seeds:  # surface1d over several random directions: one surface each, then their spread
+        return seeds_summary(ctx, s.direction.seeds, [run(seed_context(ctx, k, i == 0)) for i, k in enumerate(s.direction.seeds)])
     ndim = 2 if s.task in ("surface2d", "plane") else 1
     grid = grid_for(ctx, ndim)  # before any expensive work: a malformed grid fails at once
     target = surface_target(ctx)
