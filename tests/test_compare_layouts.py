@@ -11,18 +11,22 @@ import math
 from pathlib import Path
 from typing import Any
 
+import h5py
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 from scipy.stats import kendalltau, spearmanr
 
 from landscape_exp.compare import compare_runs, find_runs, load_run, rank_correlations, run_measures
 from landscape_exp.errors import UserError
+from landscape_exp.provenance import file_sha256
 from landscape_exp.settings import PlotSettings, Settings
 from landscape_exp.storage import write_json
 from landscape_exp.surface.grid import parse_grid
 from landscape_exp.surface.store import SurfaceFile
+from landscape_exp.tracking import Tracker
 
 from conftest import compose_cfg
 
@@ -111,6 +115,14 @@ def study(tmp_path_factory) -> Path:
         write_job(idir, model_cfg("interp1d", 128, wd, checkpoint=str(ckpts[32, wd]),
                                   direction={"model2": str(ckpts[256, wd])}),
                   {"surface_file": str(surf), "sharpness/rise_r0.5": 9.0})
+    hdir = root / "hessian" / "bs32_wd0"  # a Hessian job of one model: its row gets hessian/* columns
+    hdir.mkdir(parents=True)
+    with h5py.File(hdir / "hessian.h5", "w") as f:
+        f.attrs["checkpoint"] = str(ckpts[32, 0.0].resolve())
+        f.attrs["checkpoint_sha256"] = file_sha256(ckpts[32, 0.0])
+    write_job(hdir, model_cfg("hessian", 32, 0.0, checkpoint=str(ckpts[32, 0.0])),
+              {"lambda_max": 12.5, "lambda_min": -0.5, "trace": 40.0, "trace_stderr": 2.0, "num_hvp": 300,
+               "hessian_file": str(hdir / "hessian.h5")})
     (root / "surfaces" / "surface2d_bs999_wd0" / ".hydra").mkdir(parents=True)  # failed: config, no summary
     OmegaConf.save(OmegaConf.create(model_cfg("surface2d", 999, 0.0)), root / "surfaces" / "surface2d_bs999_wd0" / ".hydra" / "config.yaml")
     write_job(root / "compare_old", {"task": {"name": "compare"}}, {"table_csv": "x", "correlations_csv": "y", "runs": 3})
@@ -127,18 +139,23 @@ def test_a_study_is_one_row_per_model_sorted_by_the_swept_numbers(study: Path, t
         jobs = find_runs(study)
     msgs = " ".join(str(x.message) for x in w)
     assert "surface2d_bs999_wd0" in msgs and "no summary.json" in msgs and "compare_old" in msgs
-    assert len(jobs) == 10 + 20 + 2  # train, 1D and 2D surfaces of ten models, two interpolations
+    assert len(jobs) == 10 + 20 + 2 + 1  # train, 1D and 2D surfaces of ten models, two interpolations, a Hessian
     out = tmp_path / "cmp"
     s = compare_runs(jobs, out, plot=plot_settings(tmp_path), root=study)
-    assert s["models"] == 10 and s["jobs"] == 32
+    assert s["models"] == 10 and s["jobs"] == 33
     assert s["swept"] == ["optim.batch_size", "optim.weight_decay"]
     rows = _csv(out / "compare.csv")
     order = [(b, wd) for b in sorted(BATCHES) for wd in DECAYS]
     assert [(int(r["optim.batch_size"]), float(r["optim.weight_decay"])) for r in rows] == order
     assert rows[0]["model"] == "batch_size=32, weight_decay=0" and rows[1]["model"] == "batch_size=32, weight_decay=0.0005"
+    hessian_row = rows[0]
+    assert hessian_row["jobs"] == "train/bs32_wd0; hessian/bs32_wd0; surfaces/surface1d_bs32_wd0; surfaces/surface2d_bs32_wd0"
+    assert float(hessian_row["hessian/lambda_max"]) == 12.5 and float(hessian_row["hessian/trace ci_low"]) == pytest.approx(40 - 1.96 * 2)
+    assert all(math.isnan(float(r["hessian/lambda_max"])) for r in rows[1:])
     for r, (b, wd) in zip(rows, order):
         t = model_numbers(b, wd)
-        assert r["jobs"] == f"train/bs{b}_wd{wd:g}; surfaces/surface1d_bs{b}_wd{wd:g}; surfaces/surface2d_bs{b}_wd{wd:g}"
+        hess = "hessian/bs32_wd0; " if r is hessian_row else ""
+        assert r["jobs"] == f"train/bs{b}_wd{wd:g}; {hess}surfaces/surface1d_bs{b}_wd{wd:g}; surfaces/surface2d_bs{b}_wd{wd:g}"
         assert r["source"] == "training"  # these surfaces hold only the training split
         assert float(r["test_error"]) == pytest.approx(100 - t["test_acc"], abs=1e-12)
         assert float(r["gap"]) == pytest.approx(t["test_loss"] - t["train_loss"], abs=1e-12)
@@ -168,6 +185,9 @@ def test_a_study_is_one_row_per_model_sorted_by_the_swept_numbers(study: Path, t
             assert float(c["spearman_p"]) == pytest.approx(spearmanr(m, v).pvalue, rel=1e-9)
             assert float(c["kendall_tau"]) == pytest.approx(kendalltau(m, v).statistic, abs=1e-12)
             assert float(c["kendall_p"]) == pytest.approx(kendalltau(m, v).pvalue, rel=1e-9)
+
+    c = corr["hessian/lambda_max", "gap"]  # one model has a Hessian: said, not computed
+    assert c["n"] == "1" and c["note"] == "n=1, too few for a rank correlation" and math.isnan(float(c["spearman_rho"]))
 
     for stem in ("measures_vs_batch_size", "measures_vs_weight_decay", "measures_vs_test_error", "measures_vs_gap",
                  "compare_1d", "compare_interp1d", "compare_2d"):
@@ -288,3 +308,36 @@ def test_what_is_not_a_sweep_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="none of the 1 jobs has anything to compare"), pytest.warns(RuntimeWarning):
         compare_runs(find_runs(tmp_path), tmp_path / "out")
     assert load_run(tmp_path / "j").task == "train"
+
+
+class Recorder(Tracker):
+    """A tracker that keeps what the task gives it."""
+
+    def __init__(self) -> None:
+        self.images: list[Path] = []
+        self.tables: dict[str, tuple[list[str], list[list[Any]]]] = {}
+
+    def log_images(self, paths, prefix: str = "") -> None:
+        self.images += [Path(p) for p in paths]
+
+    def log_table(self, key, columns, rows) -> None:
+        self.tables[key] = (list(columns), [list(r) for r in rows])
+
+
+def test_the_task_logs_its_table_correlations_and_figures_to_the_tracker(study: Path, tmp_path: Path, capsys) -> None:
+    from landscape_exp.context import RunContext
+    from landscape_exp.tasks.compare import run
+
+    cfg = OmegaConf.to_container(compose_cfg(tmp_path, ["task=compare", f"task.sweep_dir={study}"]), resolve=True)
+    rec = Recorder()
+    with pytest.warns(RuntimeWarning):
+        summary = run(RunContext(Settings.from_config(cfg), tmp_path / "out", torch.device("cpu"), rec))
+    cols, rows = rec.tables["compare/table"]
+    assert cols == summary["columns"] and len(rows) == 10 and rows[0][0] == "batch_size=32, weight_decay=0"
+    ccols, crows = rec.tables["compare/correlations"]
+    assert ccols[:3] == ["measure", "target", "n"] and len(crows) == len(summary["correlations"])
+    assert {p.name for p in rec.images} >= {"measures_vs_batch_size.png", "measures_vs_test_error.png", "compare_1d.png"}
+    assert all(p.suffix == ".png" and p.is_file() for p in rec.images)
+    out = capsys.readouterr().out
+    assert "compare: 10 models from 33 jobs; swept: optim.batch_size, optim.weight_decay" in out
+    assert "gaussian_sharpness vs test_error: Spearman" in out and "n=10" in out
