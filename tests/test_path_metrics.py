@@ -118,3 +118,22 @@ def test_connect_measures_in_summary_and_curve_file(tmp_path, mlp_ckpts):
     assert m["mc_train_loss"]["value"] == pytest.approx(mid - curve[k])
     assert m["curve_max_test_error"]["value"] >= m["curve_mean_test_error"]["value"]
     assert stored["curve_integral_train_loss"]["value"] == pytest.approx(np.trapezoid(curve, t))
+
+
+def test_figures_mark_the_barrier():
+    from landscape_exp.figures import figure_1d, figure_curves
+    from landscape_exp.path_metrics import barrier_annotation
+
+    v = 0.1 + 3.0 * np.sin(np.pi * np.clip(T, 0, 1))
+    b = barrier_annotation(T, v)
+    assert b == {"t0": 0.0, "t1": 1.0, "v0": pytest.approx(0.1), "v1": pytest.approx(0.1),
+                 "height": pytest.approx(3.0), "location": pytest.approx(0.5)}
+    fig = figure_1d(T, {"train_loss": v}, title="t", barrier=b)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "3" in texts  # the height next to the arrow
+    assert any("barrier 3 at t=0.5" in t.get_text() for t in fig.legends[0].get_texts())
+    t = np.linspace(0, 1, 11)
+    fig = figure_curves(t, {"bezier": {"train_loss": np.sin(np.pi * t)}}, title="c",
+                        barriers={"bezier": barrier_annotation(t, np.sin(np.pi * t))})
+    assert any("bezier: barrier 1 at t=0.5" in x.get_text() for x in fig.legends[0].get_texts())
+    assert barrier_annotation(np.linspace(0.2, 1, 5), np.zeros(5)) is None  # no model at t = 0: nothing to mark
