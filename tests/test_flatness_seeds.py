@@ -57,3 +57,6 @@ def test_seeds_refusals(tmp_path):
         run_job(compose_cfg(tmp_path, ["task=surface1d", "direction.seeds=[1]"]), output_dir=tmp_path / "a", job={})
     with pytest.raises(UserError, match="direction.seeds is for task=surface1d"):
         run_job(compose_cfg(tmp_path, ["task=surface2d", "direction.seeds=[1,2]"]), output_dir=tmp_path / "b", job={})
+    with pytest.raises(UserError, match="direction.seeds computes one whole surface per seed.*drop shard.count"):
+        run_job(compose_cfg(tmp_path, ["task=surface1d", "direction.seeds=[1,2]", "shard.count=2"]),
+                output_dir=tmp_path / "c", job={})

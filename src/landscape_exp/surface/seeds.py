@@ -36,9 +36,11 @@ def seed_context(ctx: RunContext, seed: int, first: bool) -> RunContext:
     directory's ``seed<seed>/``. Model-based sharpness and flatness depend on the model only, so
     only the ``first`` seed computes them."""
     s = ctx.settings
-    if s.shard.count > 1 or s.surf_file:
-        raise UserError("direction.seeds computes one surface per seed in the run directory; drop "
-                        f"{'shard.count' if s.shard.count > 1 else 'surf_file'} (or compute one seed per job with direction.xseed)")
+    split = "shard.count" if s.shard.count > 1 else "surf_file" if s.surf_file else \
+        "hydra.launcher.tasks_per_node" if ctx.job.get("worker") else None
+    if split:
+        raise UserError(f"direction.seeds computes one whole surface per seed in the run directory; drop {split} "
+                        "(or compute one seed per job with direction.xseed)")
     sharp = s.sharpness
     if not first and sharp.enabled:
         flat = dataclasses.replace(sharp.flatness, gaussian=False, pac_bayes=False)
