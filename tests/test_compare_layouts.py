@@ -114,7 +114,9 @@ def study(tmp_path_factory) -> Path:
         surf = write_surface(idir / "surface.h5", ckpts[32, wd], "interp1d", 0.1, 0.5)
         write_job(idir, model_cfg("interp1d", 128, wd, checkpoint=str(ckpts[32, wd]),
                                   direction={"model2": str(ckpts[256, wd])}),
-                  {"surface_file": str(surf), "sharpness/rise_r0.5": 9.0})
+                  {"surface_file": str(surf), "sharpness/rise_r0.5": 9.0, "measures": {
+                      "barrier_train_loss": {"value": 0.3 + 100 * wd, "ci_low": None, "ci_high": None, "higher_is_sharper": None},
+                      "mc_train_loss": {"value": -0.2 - 100 * wd, "ci_low": -0.3, "ci_high": -0.1, "higher_is_sharper": None}}})
     hdir = root / "hessian" / "bs32_wd0"  # a Hessian job of one model: its row gets hessian/* columns
     hdir.mkdir(parents=True)
     with h5py.File(hdir / "hessian.h5", "w") as f:
@@ -167,7 +169,12 @@ def test_a_study_is_one_row_per_model_sorted_by_the_swept_numbers(study: Path, t
         assert float(r["gaussian_sharpness ci_low"]) == pytest.approx(t["gauss"] - 0.01)
         assert float(r["gaussian_sharpness ci_high"]) == pytest.approx(t["gauss"] + 0.02)
         assert "pac_bayes_sigma ci_low" not in r  # no interval anywhere: no CI columns
-    assert "interp" not in " ".join(r["jobs"] for r in rows)  # between two models: drawn, not a row
+    assert "interp" not in " ".join(r["jobs"] for r in rows)  # between two models: not a row
+    pairs = _csv(out / "between_models.csv")
+    assert [p["between"] for p in pairs] == [f"batch_size=32, weight_decay={wd:g} -> batch_size=256, weight_decay={wd:g}"
+                                             for wd in DECAYS]
+    assert [float(p["barrier_train_loss"]) for p in pairs] == [0.3 + 100 * wd for wd in DECAYS]
+    assert [float(p["mc_train_loss ci_low"]) for p in pairs] == [-0.3, -0.3] and pairs[0]["job"] == "interp/wd0"
     md = (out / "compare.md").read_text()
     t = model_numbers(32, 0.0)
     assert f"| {t['gauss']:.4g} [{t['gauss'] - 0.01:.4g}, {t['gauss'] + 0.02:.4g}] |" in md

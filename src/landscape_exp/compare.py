@@ -57,7 +57,7 @@ TARGETS: tuple[str, ...] = ("test_error", "gap")
 HESSIAN_KEYS: tuple[str, ...] = ("lambda_max", "lambda_min", "trace")
 # Not measures of sharpness themselves: in the table, left out of the correlations.
 NOT_CORRELATED: tuple[str, ...] = ("sharpness/base_loss", "sharpness/basin_open")
-PAIR_TASKS: tuple[str, ...] = ("interp1d", "plane")
+PAIR_TASKS: tuple[str, ...] = ("interp1d", "plane", "connect", "connect_eval")
 MIN_N = 5  # below this a rank correlation of a handful of models says nothing
 _SKIP_DIRS = {"checkpoints", "wandb", "__pycache__"}
 _MAX_DEPTH = 4  # study/stage/job is 2 deep; deeper is a data or cache directory
@@ -595,35 +595,58 @@ def stats_text(c: Mapping[str, Any]) -> str:
 CI_SUFFIXES = (" ci_low", " ci_high")
 
 
+def _measure_columns(items: Sequence[Mapping[str, Value]]) -> tuple[list[str], set[str], list[str]]:
+    """``(measures, those with a CI anywhere, value and CI columns)``."""
+    measures = sorted({k for m in items for k in m})
+    with_ci = {k for m in items for k, v in m.items() if v.ci_low is not None or v.ci_high is not None}
+    cols = [c for k in measures for c in ([k, k + CI_SUFFIXES[0], k + CI_SUFFIXES[1]] if k in with_ci else [k])]
+    return measures, with_ci, cols
+
+
+def _fill(row: dict[str, Any], values: Mapping[str, Value], measures: Sequence[str], with_ci: set[str]) -> None:
+    for k in measures:
+        v = values.get(k)
+        row[k] = v.value if v else math.nan
+        if k in with_ci:
+            row[k + CI_SUFFIXES[0]] = v.ci_low if v else None
+            row[k + CI_SUFFIXES[1]] = v.ci_high if v else None
+
+
+def _rel(p: Path, root: Path | None) -> str:
+    try:
+        return str(p.resolve().relative_to(root.resolve())) if root else p.name
+    except ValueError:
+        return str(p)
+
+
 def comparison_table(models: Sequence[Model], swept: Sequence[str],
                      root: Path | None = None) -> tuple[list[str], list[dict[str, Any]], list[str]]:
     """``(columns, rows, measure columns)``: one row per model; a measure with a confidence
     interval in any row gets ``<name> ci_low`` / ``<name> ci_high`` columns too."""
-    measures = sorted({k for m in models for k in m.measures})
-    with_ci = {k for m in models for k, v in m.measures.items() if v.ci_low is not None or v.ci_high is not None}
-    value_cols = [c for k in measures for c in ([k, k + CI_SUFFIXES[0], k + CI_SUFFIXES[1]] if k in with_ci else [k])]
+    measures, with_ci, value_cols = _measure_columns([m.measures for m in models])
     columns = ["model", *swept, *METRIC_COLUMNS, *value_cols, "source", "jobs", "checkpoint"]
-
-    def rel(p: Path) -> str:
-        try:
-            return str(p.resolve().relative_to(root.resolve())) if root else p.name
-        except ValueError:
-            return str(p)
-
     rows = []
     for m in models:
         row: dict[str, Any] = {"model": m.label, "source": m.metrics.get("source", "none"), "checkpoint": m.checkpoint,
-                               "jobs": "; ".join(rel(r.path) for r in m.runs)}
+                               "jobs": "; ".join(_rel(r.path, root) for r in m.runs)}
         row.update({k: m.config.get(k) for k in swept})
         row.update({k: m.metrics.get(k, math.nan) for k in METRIC_COLUMNS})
-        for k in measures:
-            v = m.measures.get(k)
-            row[k] = v.value if v else math.nan
-            if k in with_ci:
-                row[k + CI_SUFFIXES[0]] = v.ci_low if v else None
-                row[k + CI_SUFFIXES[1]] = v.ci_high if v else None
+        _fill(row, m.measures, measures, with_ci)
         rows.append(row)
     return columns, rows, measures
+
+
+def pair_table(pairs: Sequence[Run], labels: Mapping[int, str],
+               root: Path | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """One row per job between models (interpolation, plane, curve): its end models and measures
+    (barrier, mc, ...); a property of the pair, so not in the models' rows or correlations."""
+    measures, with_ci, value_cols = _measure_columns([r.measures for r in pairs])
+    rows = []
+    for r in pairs:
+        row: dict[str, Any] = {"between": labels.get(id(r), r.name), "task": r.task, "job": _rel(r.path, root)}
+        _fill(row, r.measures, measures, with_ci)
+        rows.append(row)
+    return ["between", "task", *value_cols, "job"], rows
 
 
 def _csv_cell(v: Any) -> str:
@@ -740,8 +763,13 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
           "from; `value [lo, hi]`: a measure's confidence interval.\n",
           "\n## Rank correlations with test error and the generalization gap (over models)\n",
           markdown_table(corr_cols, corr)]
+    pair_labels = _pair_labels(pairs, models, ignore)
+    pair_csv, pcols, prows = None, [], []
     if pairs:
-        md.append(f"\nBetween models (drawn, not rows): {', '.join(r.name for r in pairs)}\n")
+        pcols, prows = pair_table(pairs, pair_labels, Path(str(root)) if root else None)
+        pair_csv = write_csv(out / "between_models.csv", pcols, prows)
+        md += ["\n## Between models (interpolations, planes, curves: not rows, not in the correlations)\n",
+               markdown_table(pcols, prows)]
     table_md = out / "compare.md"
     with atomic_path(table_md) as tmp:
         tmp.write_text("\n".join(md))
@@ -762,7 +790,6 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
                                                   labels=[r["model"] for r in rows])
                 figures += save(fig, out / f"measures_vs_{t}")
         model_of = {id(r): m.label for m in models for r in m.runs}
-        pair_labels = _pair_labels(pairs, models, ignore)
         for task in ("surface1d", "interp1d"):
             group = [r for r in runs if r.task == task and r.surface is not None and r.surface.get("y") is None]
             if group:
@@ -778,7 +805,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
 
     summary: dict[str, Any] = {
         "models": len(models), "jobs": len(runs), "run_dirs": [str(r.path) for r in runs], "swept": swept,
-        "between_models": [str(r.path) for r in pairs], "table_csv": str(table_csv), "table_md": str(table_md),
+        "between_models": [str(r.path) for r in pairs], "between_models_csv": str(pair_csv) if pair_csv else None,
+        "between_columns": pcols, "between_rows": prows,
+        "table_csv": str(table_csv), "table_md": str(table_md),
         "correlations_csv": str(corr_csv), "figures": [str(f) for f in figures], "columns": columns,
         "rows": rows, "correlations": corr,
     }
@@ -812,4 +841,4 @@ def _model2(run: Run) -> str | None:
     except ValueError:
         info = None
     m2 = info.get("model2") if isinstance(info, Mapping) else None
-    return str(m2) if m2 else run.config.get("direction.model2")
+    return str(m2) if m2 else (run.config.get("direction.model2") or run.config.get("task.model2"))

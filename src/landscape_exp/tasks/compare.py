@@ -39,8 +39,11 @@ def run(ctx: RunContext) -> dict[str, Any]:
     print(text_table(shown, rows))
     if len(measures) > SHOWN_MEASURES:
         print(f"(and {len(measures) - SHOWN_MEASURES} more measures in {summary['table_md']})")
-    if summary["between_models"]:
-        print(f"compare: drawn, not rows (between models): {', '.join(summary['between_models'])}")
+    if summary["between_rows"]:  # interpolations and curves: properties of a pair, not of a model
+        pcols = [k for k in summary["between_columns"] if not k.endswith((" ci_low", " ci_high"))]
+        print(f"compare: between models (not rows): {summary['between_models_csv']}")
+        shown = [k for k in pcols[2:-1] if "location" not in k][:SHOWN_MEASURES]  # heights before where they are
+        print(text_table(pcols[:2] + shown, summary["between_rows"]))
     corrs = summary["correlations"]
     computed = [x for x in corrs if x["spearman_rho"] == x["spearman_rho"]]  # not NaN
     for x in computed:
