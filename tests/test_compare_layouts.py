@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import math
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -337,14 +339,22 @@ def test_the_task_logs_its_table_correlations_and_figures_to_the_tracker(study: 
 
     cfg = OmegaConf.to_container(compose_cfg(tmp_path, ["task=compare", f"task.sweep_dir={study}"]), resolve=True)
     rec = Recorder()
-    with pytest.warns(RuntimeWarning):
-        summary = run(RunContext(Settings.from_config(cfg), tmp_path / "out", torch.device("cpu"), rec))
+    out = study / "compare"  # where a study's compare stage writes: inside the study, with Hydra's config already there
+    (out / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(cfg), out / ".hydra" / "config.yaml")
+    try:
+        with pytest.warns(RuntimeWarning) as w:
+            summary = run(RunContext(Settings.from_config(cfg), out, torch.device("cpu"), rec))
+    finally:
+        shutil.rmtree(out)  # the study is shared with the other tests
+    assert not any("/compare'" in str(x.message) for x in w)  # its own directory: passed over in silence
     cols, rows = rec.tables["compare/table"]
     assert cols == summary["columns"] and len(rows) == 10 and rows[0][0] == "batch_size=32, weight_decay=0"
     ccols, crows = rec.tables["compare/correlations"]
     assert ccols[:3] == ["measure", "target", "n"] and len(crows) == len(summary["correlations"])
     assert {p.name for p in rec.images} >= {"measures_vs_batch_size.png", "measures_vs_test_error.png", "compare_1d.png"}
-    assert all(p.suffix == ".png" and p.is_file() for p in rec.images)
-    out = capsys.readouterr().out
-    assert "compare: 10 models from 33 jobs; swept: optim.batch_size, optim.weight_decay" in out
-    assert "gaussian_sharpness vs test_error: Spearman" in out and "n=10" in out
+    assert all(p.suffix == ".png" for p in rec.images)
+    text = capsys.readouterr().out
+    assert "compare: 10 models from 33 jobs; swept: optim.batch_size, optim.weight_decay" in text
+    assert "gaussian_sharpness vs test_error: Spearman" in text and "n=10" in text
+    assert re.search(r"\nbatch_size=32, weight_decay=0 -> batch_size=256, weight_decay=0 +interp1d +0\.3 ", text)

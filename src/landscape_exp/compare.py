@@ -112,10 +112,13 @@ def _is_job(p: Path) -> bool:
     return (p / "summary.json").is_file() or (p / ".hydra" / "config.yaml").is_file()
 
 
-def _job_dirs(root: Path) -> list[Path]:
+def _job_dirs(root: Path, exclude: Sequence[Path] = ()) -> list[Path]:
     out: list[Path] = []
+    skip = {p.resolve() for p in exclude}
 
     def visit(d: Path, depth: int) -> None:
+        if d.resolve() in skip:
+            return
         if _is_job(d):
             out.append(d)  # a job's own subdirectories are its files, not more jobs
             return
@@ -166,11 +169,13 @@ def _shard_note(shards: Sequence[tuple[Path, Mapping[str, Any]]]) -> str:
     return text
 
 
-def find_runs(sweep_dir: str | Path | None = None, runs: Sequence[str | Path] | None = None) -> list[Path]:
+def find_runs(sweep_dir: str | Path | None = None, runs: Sequence[str | Path] | None = None,
+              exclude: Sequence[str | Path] = ()) -> list[Path]:
     """Job directories: every job anywhere under ``sweep_dir`` (natural order: bs32 before bs256)
     and/or the directories in ``runs``. A job without ``summary.json`` (failed or still running)
     and a shard whose surface another job merges are skipped with a note; a listed run without
-    ``summary.json`` is a UserError."""
+    ``summary.json`` is a UserError. ``exclude``: directories passed over in silence (the compare
+    job's own, which a study puts inside the study's directory)."""
     out: list[Path] = []
     if sweep_dir is None and not runs:
         raise UserError("nothing to compare: give task.sweep_dir=<sweep or study dir> or task.runs=[<run dir>,...]")
@@ -178,7 +183,7 @@ def find_runs(sweep_dir: str | Path | None = None, runs: Sequence[str | Path] | 
         sd = Path(str(sweep_dir)).expanduser()
         if not sd.is_dir():
             raise UserError(f"task.sweep_dir {str(sd)!r} is not a directory")
-        jobs = _job_dirs(sd)
+        jobs = _job_dirs(sd, [Path(str(p)) for p in exclude])
         if not jobs:
             raise UserError(f"task.sweep_dir {str(sd)!r} has no job directories (with .hydra/config.yaml or "
                             f"summary.json) up to {_MAX_DEPTH} levels down; is it a sweep or study directory?")

@@ -22,10 +22,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     assert c is not None
     out = ctx.out_dir
     sweep = Path(c.sweep_dir).resolve() if c.sweep_dir else None
-    if sweep is not None and out.resolve().is_relative_to(sweep):
-        # a compare job inside the sweep it compares would find itself (and its own summary) next time
-        print(f"note: the compare output {str(out)!r} is inside task.sweep_dir; its own directory is skipped")
-    paths = [p for p in find_runs(c.sweep_dir, list(c.runs)) if p.resolve() != out.resolve()]
+    # a study's compare job lives in the study's directory (<study>/compare): not one of its jobs
+    paths = [p for p in find_runs(c.sweep_dir, list(c.runs), exclude=[out]) if p.resolve() != out.resolve()]
     if not paths:
         raise UserError(f"the compare job's own directory {str(out)!r} is the only run found; give other runs")
     print(f"compare: {len(paths)} jobs -> {out}")
