@@ -20,8 +20,8 @@ def test_surface1d_over_three_seeds(tmp_path, mlp_ckpts):
               "sharpness.flatness.gaussian=true"]
     out = tmp_path / "seeds"
     s = run_job(compose_cfg(tmp_path, [*common, "direction.seeds=[1,2,3]"]), output_dir=out, job={})
-    alone = run_job(compose_cfg(tmp_path, [*common, "direction.xseed=2", "plot.enabled=false"]),
-                    output_dir=tmp_path / "alone", job={})
+    run_job(compose_cfg(tmp_path, [*common, "direction.xseed=2", "plot.enabled=false"]),
+            output_dir=tmp_path / "alone", job={})
     curves = []
     for k in (1, 2, 3):
         with h5py.File(out / f"seed{k}" / "surface.h5", "r") as f:
