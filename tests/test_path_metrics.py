@@ -93,6 +93,9 @@ def test_interp1d_measures_in_summary_file_and_figure(tmp_path, mlp_ckpts):
     assert m["barrier_location_train_loss"]["value"] == bloc
     assert m["barrier_test_error"]["value"] == pytest.approx(brute_barrier(x, 100 - acc)[0])
     assert stored == json.loads(json.dumps(m))
+    from landscape_exp.surface.store import read_measures, read_surface
+
+    assert read_measures(read_surface(out / "surface.h5")) == stored
     # flatness of the first model rides along
     g = m["gaussian_sharpness"]
     assert g["ci_low"] <= g["value"] <= g["ci_high"] and g["higher_is_sharper"] is True
