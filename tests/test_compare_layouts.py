@@ -358,3 +358,20 @@ def test_the_task_logs_its_table_correlations_and_figures_to_the_tracker(study: 
     assert "compare: 10 models from 33 jobs; swept: optim.batch_size, optim.weight_decay" in text
     assert "gaussian_sharpness vs test_error: Spearman" in text and "n=10" in text
     assert re.search(r"\nbatch_size=32, weight_decay=0 -> batch_size=256, weight_decay=0 +interp1d +0\.3 ", text)
+
+
+def test_swept_parameters_are_what_makes_a_model_and_sort_as_numbers() -> None:
+    from landscape_exp.compare import sort_key, swept_parameters
+    from landscape_exp.figures.compare import figure_measures_vs_parameter
+
+    configs = [{"task.name": "surface1d", "x": "-1:1:5", "optim.lr": 0.1, "model.name": "resnet20", "seed": 0},
+               {"task.name": "surface2d", "x": "-1:1:9", "optim.lr": 0.05, "model.name": "resnet20_noshort", "seed": 0}]
+    assert swept_parameters(configs) == ["optim.lr", "model.name"]  # the task and its grid do not make a model
+    assert swept_parameters(configs, order=["model.name", "optim.lr"]) == ["model.name", "optim.lr"]  # the sweep's order
+    assert swept_parameters(configs, ignore=["optim"]) == ["model.name"]
+    assert sorted(["256", 32, "5e-4", None, "resnet", 8.0], key=sort_key) == ["5e-4", 8.0, 32, "256", "resnet", None]
+    rows = [{"model.name": "resnet20", "m": 1.0}, {"model.name": "resnet20_noshort", "m": 2.0}]
+    ax = figure_measures_vs_parameter(rows, "model.name", ["m"]).axes[0]
+    assert ax.get_xscale() == "linear" and [t.get_text() for t in ax.get_xticklabels()] == ["resnet20", "resnet20_noshort"]
+    rows = [{"optim.weight_decay": v, "m": 1.0} for v in (0.0, 0.0005)]
+    assert figure_measures_vs_parameter(rows, "optim.weight_decay", ["m"]).axes[0].get_xscale() == "linear"  # 0 is no power of 2
