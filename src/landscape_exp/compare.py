@@ -28,7 +28,6 @@ else the training job's final metrics, else the metrics stored in the checkpoint
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import re
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landscape_exp.errors import UserError
+from landscape_exp.provenance import file_sha256
 from landscape_exp.settings import read_run_config
 from landscape_exp.storage import atomic_path
 from landscape_exp.surface.store import read_sharpness
@@ -424,12 +424,8 @@ def _identity(path: str | None, sha: str | None, cache: dict[str, str]) -> str |
     if path:
         p = Path(path).expanduser().resolve()
         if p.is_file():
-            if str(p) not in cache:
-                h = hashlib.sha256()
-                with open(p, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        h.update(chunk)
-                cache[str(p)] = h.hexdigest()
+            if str(p) not in cache:  # each checkpoint read once, however many jobs name it
+                cache[str(p)] = file_sha256(p)
             return "sha256:" + cache[str(p)]
     if sha:
         return "sha256:" + sha
