@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import h5py
@@ -170,8 +171,8 @@ def test_compare_a_study_of_named_jobs_in_stages(runs, tmp_path):
     (study / "lines" / "surface1d_seed2" / ".hydra").mkdir(parents=True)
     shutil.copy(singles[0] / ".hydra" / "config.yaml", study / "lines" / "surface1d_seed2" / ".hydra")  # never finished
     out = tmp_path / "cmp"
-    with pytest.warns(RuntimeWarning, match="surface1d_seed2.*no summary.json"):
-        summary = _compare(root, out, [f"task.sweep_dir={study}"])
+    summary = _compare(root, out, [f"task.sweep_dir={study}"])
+    assert re.search(r"note: skipping .*surface1d_seed2.*no summary.json", (out / "run.log").read_text())
     assert summary["models"] == 2 and summary["jobs"] == 4 and summary["swept"] == ["seed"]
     rows = _read_csv(out / "compare.csv")
     assert [r["jobs"] for r in rows] == ["lines/surface1d_seed0; surfaces/surface2d_seed0",
@@ -250,7 +251,7 @@ def test_config_differences_and_flattening(runs):
     assert run_names([Path("/x/a/0"), Path("/x/b/0"), Path("/x/b/1")]) == ["a/0", "b/0", "b/1"]  # one depth for all
 
 
-def test_finding_runs(runs, tmp_path):
+def test_finding_runs(runs, tmp_path, capsys):
     _, sweep, singles = runs
     assert find_runs(sweep) == [sweep / "0", sweep / "1"]
     with pytest.raises(UserError, match="task.sweep_dir=<sweep or study dir> or task.runs"):
@@ -266,6 +267,6 @@ def test_finding_runs(runs, tmp_path):
     (tmp_path / "1" / "summary.json").write_text("{}")
     (tmp_path / "0" / ".hydra").mkdir()
     (tmp_path / "0" / ".hydra" / "config.yaml").write_text("task: {name: train}\n")  # started, never finished
-    with pytest.warns(RuntimeWarning, match="skipping .*/0.*no summary.json"):
-        assert find_runs(tmp_path) == [tmp_path / "1"]
+    assert find_runs(tmp_path) == [tmp_path / "1"]
+    assert re.search(r"note: skipping .*/0'.*no summary.json", capsys.readouterr().out)
     assert find_runs(None, [singles[0], singles[0]]) == [singles[0]]  # listed twice, compared once

@@ -138,10 +138,9 @@ def _csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_a_study_is_one_row_per_model_sorted_by_the_swept_numbers(study: Path, tmp_path: Path) -> None:
-    with pytest.warns(RuntimeWarning) as w:
-        jobs = find_runs(study)
-    msgs = " ".join(str(x.message) for x in w)
+def test_a_study_is_one_row_per_model_sorted_by_the_swept_numbers(study: Path, tmp_path: Path, capsys) -> None:
+    jobs = find_runs(study)
+    msgs = capsys.readouterr().out
     assert "surface2d_bs999_wd0" in msgs and "no summary.json" in msgs and "compare_old" in msgs
     assert len(jobs) == 10 + 20 + 2 + 1  # train, 1D and 2D surfaces of ten models, two interpolations, a Hessian
     out = tmp_path / "cmp"
@@ -208,8 +207,7 @@ def test_a_study_is_one_row_per_model_sorted_by_the_swept_numbers(study: Path, t
 def test_measure_against_batch_size_is_one_line_per_weight_decay_on_a_log2_axis(study: Path, tmp_path: Path) -> None:
     from landscape_exp.figures.compare import figure_measures_vs_parameter
 
-    with pytest.warns(RuntimeWarning):
-        s = compare_runs(find_runs(study), tmp_path, root=study)
+    s = compare_runs(find_runs(study), tmp_path, root=study)
     rows = s["rows"]
     lines = [f"weight_decay={r['optim.weight_decay']:g}" for r in rows]
     fig = figure_measures_vs_parameter(rows, "optim.batch_size", ["gaussian_sharpness"], lines=lines, name="batch_size")
@@ -231,8 +229,9 @@ def sharded_model(home: Path, shard_jobs: list[Path], ckpt: Path, b: int) -> Non
     for i, job in enumerate(shard_jobs):
         shard_file = home / f"surface.shard-{i:04d}-of-0002.h5"
         write_surface(shard_file, ckpt, "surface2d", t["train_loss"], t["rise"], indices=list(range(13 * i, 13 + 12 * i)))
+        merged_by_me = {"merged_into": str(home)} if i == 1 else {}  # the shard that finished last merged
         write_job(job, model_cfg("surface2d", b, 0.0, shard={"count": 2, "index": i}),
-                  {"shard": i, "shard_count": 2, "shard_file": str(shard_file), "merged_into": str(home)})
+                  {"shard": i, "shard_count": 2, "shard_file": str(shard_file), **merged_by_me})
     merged = write_surface(home / "surface.h5", ckpt, "surface2d", t["train_loss"], t["rise"])
     write_job(home, model_cfg("surface2d", b, 0.0, shard={"count": 2}), {
         "surface_file": str(merged), "sharpness/rise_r0.5": t["rise"], "merged_shards": 2,
@@ -260,15 +259,17 @@ def sharded_sweep(root: Path) -> Path:
     return sweep
 
 
-def test_a_sharded_sweep_counts_each_model_once(tmp_path: Path) -> None:
+def test_a_sharded_sweep_counts_each_model_once(tmp_path: Path, capsys) -> None:
     sweep = sharded_sweep(tmp_path)
-    with pytest.warns(RuntimeWarning, match=r"skipping 4 shard jobs \(0, 1, 2, 3\).* merged in 2 directories") as w:
-        jobs = find_runs(sweep)
-    assert len(w) == 1  # one line for the four numbered shard jobs; the named job's shards are its own files
+    jobs = find_runs(sweep)
+    notes = capsys.readouterr().out.splitlines()
+    # one line for the four numbered shard jobs; the named job's shards are its own files, not jobs
+    assert len(notes) == 1 and re.match(r"note: skipping 4 shard jobs \(0, 1, 2, 3\).* merged in 2 directories", notes[0])
+    assert "no merged surface" not in notes[0]  # the first shards' surfaces are merged too (the file is there)
     assert [p.name for p in jobs] == ["4", "optim.batch_size=32,task=surface2d", "optim.batch_size=256,task=surface2d",
                                       "surface2d_bs64_wd0"]
-    with pytest.warns(RuntimeWarning, match="4.*no computed point"):
-        s = compare_runs(jobs, tmp_path / "cmp", root=sweep)
+    s = compare_runs(jobs, tmp_path / "cmp", root=sweep)
+    assert re.search(r"note: skipping .*/4'.*no computed point", capsys.readouterr().out)
     assert s["models"] == 3 and s["jobs"] == 3 and s["swept"] == ["optim.batch_size"]
     assert [r["optim.batch_size"] for r in s["rows"]] == [32, 64, 256]
     assert [r["jobs"] for r in s["rows"]] == ["optim.batch_size=32,task=surface2d", "surfaces/surface2d_bs64_wd0",
@@ -314,7 +315,7 @@ def test_what_is_not_a_sweep_is_one_line(tmp_path: Path) -> None:
         find_runs(tmp_path)
     assert "\n" not in str(e.value)
     write_job(tmp_path / "j", {"task": {"name": "train"}}, {"note": "nothing numeric"})
-    with pytest.raises(UserError, match="none of the 1 jobs has anything to compare"), pytest.warns(RuntimeWarning):
+    with pytest.raises(UserError, match="none of the 1 jobs has anything to compare"):
         compare_runs(find_runs(tmp_path), tmp_path / "out")
     assert load_run(tmp_path / "j").task == "train"
 
@@ -343,18 +344,17 @@ def test_the_task_logs_its_table_correlations_and_figures_to_the_tracker(study: 
     (out / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(cfg), out / ".hydra" / "config.yaml")
     try:
-        with pytest.warns(RuntimeWarning) as w:
-            summary = run(RunContext(Settings.from_config(cfg), out, torch.device("cpu"), rec))
+        summary = run(RunContext(Settings.from_config(cfg), out, torch.device("cpu"), rec))
     finally:
         shutil.rmtree(out)  # the study is shared with the other tests
-    assert not any("/compare'" in str(x.message) for x in w)  # its own directory: passed over in silence
+    text = capsys.readouterr().out
+    assert "/compare'" not in text  # its own directory: passed over in silence
     cols, rows = rec.tables["compare/table"]
     assert cols == summary["columns"] and len(rows) == 10 and rows[0][0] == "batch_size=32, weight_decay=0"
     ccols, crows = rec.tables["compare/correlations"]
     assert ccols[:3] == ["measure", "target", "n"] and len(crows) == len(summary["correlations"])
     assert {p.name for p in rec.images} >= {"measures_vs_batch_size.png", "measures_vs_test_error.png", "compare_1d.png"}
     assert all(p.suffix == ".png" for p in rec.images)
-    text = capsys.readouterr().out
     assert "compare: 10 models from 33 jobs; swept: optim.batch_size, optim.weight_decay" in text
     assert "gaussian_sharpness vs test_error: Spearman" in text and "n=10" in text
     assert re.search(r"\nbatch_size=32, weight_decay=0 -> batch_size=256, weight_decay=0 +interp1d +0\.3 ", text)

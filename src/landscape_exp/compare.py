@@ -31,7 +31,6 @@ import csv
 import json
 import math
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,8 +132,7 @@ def _job_dirs(root: Path, exclude: Sequence[Path] = ()) -> list[Path]:
 
 
 def note(msg: str) -> None:
-    """A job left out, said once on the console and as a warning (tests catch it)."""
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    """A job left out, said once on the console (and run.log)."""
     print(f"note: {msg}")
 
 
@@ -156,10 +154,20 @@ def _is_shard(summary: Mapping[str, Any]) -> bool:
     return "shard_count" in summary and "surface_file" not in summary
 
 
+def _merged_home(summary: Mapping[str, Any]) -> str | None:
+    """Where a shard's surface was merged: named by the job that merged it, else the merged file
+    beside the shard file (``surface.shard-0000-of-0002.h5`` -> ``surface.h5``) if it exists."""
+    if summary.get("merged_into"):
+        return str(summary["merged_into"])
+    f = Path(str(summary.get("shard_file") or ""))
+    merged = f.with_name(re.sub(r"\.shard-\d+-of-\d+(?=\.[^.]*$|$)", "", f.name))
+    return str(merged.parent) if summary.get("shard_file") and merged != f and merged.is_file() else None
+
+
 def _shard_note(shards: Sequence[tuple[Path, Mapping[str, Any]]]) -> str:
     """One line for all shard jobs (a sharded sweep has many)."""
-    homes = {str(s["merged_into"]) for _, s in shards if s.get("merged_into")}
-    unmerged = [p.name for p, s in shards if not s.get("merged_into")]
+    homes = {h for _, s in shards if (h := _merged_home(s))}
+    unmerged = [p.name for p, s in shards if not _merged_home(s)]
     names = ", ".join(p.name for p, _ in shards[:6]) + (", ..." if len(shards) > 6 else "")
     text = f"skipping {len(shards)} shard jobs ({names}): not runs of their own"
     if homes:
@@ -279,7 +287,7 @@ def _checkpoint_metrics(summary: Mapping[str, Any], surface: Mapping[str, Any] |
     try:
         return dict(load_checkpoint(path).get("metrics") or {})
     except UserError as e:
-        warnings.warn(f"checkpoint metrics unavailable: {e}", RuntimeWarning, stacklevel=2)
+        note(f"checkpoint metrics unavailable: {e}")
         return {}
 
 
