@@ -799,6 +799,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
                                                   labels=[r["model"] for r in rows])
                 figures += save(fig, out / f"measures_vs_{t}")
         model_of = {id(r): m.label for m in models for r in m.runs}
+        place = {id(r): i for i, m in enumerate(models) for r in m.runs}  # curves and panels in the table's order
+        runs = sorted(runs, key=lambda r: place.get(id(r), len(place)))
         for task in ("surface1d", "interp1d"):
             group = [r for r in runs if r.task == task and r.surface is not None and r.surface.get("y") is None]
             if group:
@@ -813,7 +815,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
             figures += save(fig, out / "compare_2d")
 
     summary: dict[str, Any] = {
-        "models": len(models), "jobs": len(runs), "run_dirs": [str(r.path) for r in runs], "swept": swept,
+        "models": len(models), "jobs": len(runs), "run_dirs": [str(r.path) for m in models for r in m.runs] + [
+            str(r.path) for r in pairs], "swept": swept,
         "between_models": [str(r.path) for r in pairs], "between_models_csv": str(pair_csv) if pair_csv else None,
         "between_columns": pcols, "between_rows": prows,
         "table_csv": str(table_csv), "table_md": str(table_md),
