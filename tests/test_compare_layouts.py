@@ -119,6 +119,14 @@ def study(tmp_path_factory) -> Path:
                   {"surface_file": str(surf), "sharpness/rise_r0.5": 9.0, "measures": {
                       "barrier_train_loss": {"value": 0.3 + 100 * wd, "ci_low": None, "ci_high": None, "higher_is_sharper": None},
                       "mc_train_loss": {"value": -0.2 - 100 * wd, "ci_low": -0.3, "ci_high": -0.1, "higher_is_sharper": None}}})
+    # a curve from the batch-64 minimum to a second one of its recipe (seed+1, trained into the cache for
+    # it, no row): a measure of the batch-64 model, in its row
+    other = root.parent / "cache" / "seed1" / "checkpoints" / "final.pt"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"weights of bs64 wd0 seed 1")
+    write_job(root / "connect" / "bs64_wd0", model_cfg("connect", 64, 0.0, checkpoint=str(ckpts[64, 0.0])), {
+        "checkpoint1": str(ckpts[64, 0.0].resolve()), "checkpoint2": str(other.resolve()), "curve": "bezier",
+        "measures": {"barrier_train_loss": {"value": 0.14, "ci_low": None, "ci_high": None, "higher_is_sharper": True}}})
     hdir = root / "hessian" / "bs32_wd0"  # a Hessian job of one model: its row gets hessian/* columns
     hdir.mkdir(parents=True)
     with h5py.File(hdir / "hessian.h5", "w") as f:
@@ -142,10 +150,10 @@ def test_a_study_is_one_row_per_model_sorted_by_the_swept_numbers(study: Path, t
     jobs = find_runs(study)
     msgs = capsys.readouterr().out
     assert "surface2d_bs999_wd0" in msgs and "no summary.json" in msgs and "compare_old" in msgs
-    assert len(jobs) == 10 + 20 + 2 + 1  # train, 1D and 2D surfaces of ten models, two interpolations, a Hessian
+    assert len(jobs) == 10 + 20 + 2 + 2  # train, 1D and 2D surfaces of ten models, two interpolations, a Hessian, a curve
     out = tmp_path / "cmp"
     s = compare_runs(jobs, out, plot=plot_settings(tmp_path), root=study)
-    assert s["models"] == 10 and s["jobs"] == 33
+    assert s["models"] == 10 and s["jobs"] == 34
     assert s["swept"] == ["optim.batch_size", "optim.weight_decay"]
     rows = _csv(out / "compare.csv")
     order = [(b, wd) for b in sorted(BATCHES) for wd in DECAYS]
@@ -155,10 +163,14 @@ def test_a_study_is_one_row_per_model_sorted_by_the_swept_numbers(study: Path, t
     assert hessian_row["jobs"] == "train/bs32_wd0; hessian/bs32_wd0; surfaces/surface1d_bs32_wd0; surfaces/surface2d_bs32_wd0"
     assert float(hessian_row["hessian/lambda_max"]) == 12.5 and float(hessian_row["hessian/trace ci_low"]) == pytest.approx(40 - 1.96 * 2)
     assert all(math.isnan(float(r["hessian/lambda_max"])) for r in rows[1:])
+    curve_row = rows[2]
+    assert curve_row["model"] == "batch_size=64, weight_decay=0" and float(curve_row["barrier_train_loss"]) == 0.14
+    assert sum(math.isnan(float(r["barrier_train_loss"])) for r in rows) == 9
     for r, (b, wd) in zip(rows, order):
         t = model_numbers(b, wd)
         hess = "hessian/bs32_wd0; " if r is hessian_row else ""
-        assert r["jobs"] == f"train/bs{b}_wd{wd:g}; {hess}surfaces/surface1d_bs{b}_wd{wd:g}; surfaces/surface2d_bs{b}_wd{wd:g}"
+        curve = "; connect/bs64_wd0" if r is curve_row else ""  # jobs that measure between checkpoints come last
+        assert r["jobs"] == f"train/bs{b}_wd{wd:g}; {hess}surfaces/surface1d_bs{b}_wd{wd:g}; surfaces/surface2d_bs{b}_wd{wd:g}{curve}"
         assert r["source"] == "training"  # these surfaces hold only the training split
         assert float(r["test_error"]) == pytest.approx(100 - t["test_acc"], abs=1e-12)
         assert float(r["gap"]) == pytest.approx(t["test_loss"] - t["train_loss"], abs=1e-12)
@@ -355,7 +367,7 @@ def test_the_task_logs_its_table_correlations_and_figures_to_the_tracker(study: 
     assert ccols[:3] == ["measure", "target", "n"] and len(crows) == len(summary["correlations"])
     assert {p.name for p in rec.images} >= {"measures_vs_batch_size.png", "measures_vs_test_error.png", "compare_1d.png"}
     assert all(p.suffix == ".png" for p in rec.images)
-    assert "compare: 10 models from 33 jobs; swept: optim.batch_size, optim.weight_decay" in text
+    assert "compare: 10 models from 34 jobs; swept: optim.batch_size, optim.weight_decay" in text
     assert "gaussian_sharpness vs test_error: Spearman" in text and "n=10" in text
     assert re.search(r"\nbatch_size=32, weight_decay=0 -> batch_size=256, weight_decay=0 +interp1d +0\.3 ", text)
 

@@ -10,8 +10,9 @@ jobs without a computed point, the compare jobs themselves.
 
 A *model* is one checkpoint, identified by its content (sha256; its path where the file is
 gone): its training job, its 1D and 2D surfaces and its Hessian are one row, so correlations are
-over models, not files. Interpolations and planes (``interp1d``, ``plane``) lie between two or
-three checkpoints: they are drawn, not rows.
+over models, not files. Interpolations, planes and curves (``interp1d``, ``plane``, ``connect``)
+whose end models are all rows are *between models*: a table of their own, not rows; one whose
+other end is no row (a curve to a seed+1 minimum trained for it) measures its first model.
 
 Swept parameters are the keys of what makes a model (``model``, ``dataset``, ``optim``, ``seed``,
 ``eval.loss``: ``Settings.training_identity``) whose values differ across models; their values
@@ -415,6 +416,8 @@ def _checkpoint_ref(run: Run) -> tuple[str | None, str | None]:
         except (ValueError, TypeError):
             sha = None
         return str(attrs["checkpoint"]), sha
+    if run.summary.get("checkpoint1"):  # a curve between two checkpoints: its first end
+        return str(run.summary["checkpoint1"]), None
     if run.summary.get("hessian_file"):
         from landscape_exp.storage import open_h5
 
@@ -752,8 +755,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
             seen_surfaces.add(surf)
     if not runs:
         raise UserError(f"none of the {len(paths)} jobs has anything to compare")
-    pairs = [r for r in runs if r.task in PAIR_TASKS]
-    models = group_models([r for r in runs if r.task not in PAIR_TASKS])
+    base = [r for r in runs if r.task not in PAIR_TASKS]
+    pairs, attached = _between([r for r in runs if r.task in PAIR_TASKS], base)
+    models = group_models(base + attached)
     order = [k for m in models for r in m.runs for k in override_keys(r.path)]
     swept = swept_parameters([m.config for m in models], ignore, order)
     models.sort(key=lambda m: [sort_key(m.config.get(k)) for k in swept])
@@ -772,7 +776,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
           "from; `value [lo, hi]`: a measure's confidence interval.\n",
           "\n## Rank correlations with test error and the generalization gap (over models)\n",
           markdown_table(corr_cols, corr)]
-    pair_labels = _pair_labels(pairs, models, ignore)
+    pair_labels = _pair_labels([r for r in runs if r.task in PAIR_TASKS], models)
     pair_csv, pcols, prows = None, [], []
     if pairs:
         pcols, prows = pair_table(pairs, pair_labels, Path(str(root)) if root else None)
@@ -804,7 +808,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
         for task in ("surface1d", "interp1d"):
             group = [r for r in runs if r.task == task and r.surface is not None and r.surface.get("y") is None]
             if group:
-                labels = [model_of.get(id(r)) or pair_labels[id(r)] for r in group]
+                labels = [pair_labels.get(id(r)) or model_of[id(r)] for r in group]
                 fig = F.figure_overlay_1d(group, metric=metric, labels=labels, log=bool(plot.log), loss_max=plot.loss_max,
                                           title=f"{task}: {len(group)} {'models' if task == 'surface1d' else 'interpolations'}")
                 figures += save(fig, out / ("compare_1d" if task == "surface1d" else "compare_interp1d"))
@@ -827,30 +831,46 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
     return summary
 
 
-def _pair_labels(pairs: Sequence[Run], models: Sequence[Model], ignore: Sequence[str]) -> dict[int, str]:
-    """Interpolations named by their end models where those are rows (``batch_size=32 -> batch_size=256``),
-    else by what differs among them (``weight_decay=0``)."""
-    cache: dict[str, str] = {}
-    label = {m.key: m.label for m in models}
-    keys = swept_parameters([r.config for r in pairs], ignore)
-    short = short_names(keys)
-    out = {}
-    for r in pairs:
-        ends = [_identity(_checkpoint_ref(r)[0], None, cache), _identity(_model2(r), None, cache)]
-        if all(e in label for e in ends):
-            out[id(r)] = f"{label[ends[0]]} -> {label[ends[1]]}"  # type: ignore[index]
-        else:
-            out[id(r)] = ", ".join(f"{short[k]}={_fmt(r.config.get(k))}" for k in keys) or r.name
-    return out
-
-
-def _model2(run: Run) -> str | None:
-    """The interpolation's other end as the job resolved it (the surface's ``direction_info``);
-    the config's text may hold ``${oc.env:...}`` that resolves differently now."""
+def _ends(run: Run) -> list[str | None]:
+    """The checkpoints a job between models joins, as the job resolved them (``checkpoint1/2`` of a
+    curve's summary, the surface's ``direction_info``); the config's text may hold
+    ``${oc.env:...}`` that resolves differently now."""
+    if run.summary.get("checkpoint1"):
+        return [str(run.summary["checkpoint1"]), run.summary.get("checkpoint2")]
     info = (run.surface or {}).get("attrs", {}).get("direction_info")
     try:
         info = json.loads(info) if isinstance(info, str) else info
     except ValueError:
         info = None
-    m2 = info.get("model2") if isinstance(info, Mapping) else None
-    return str(m2) if m2 else (run.config.get("direction.model2") or run.config.get("task.model2"))
+    info = info if isinstance(info, Mapping) else {}
+    others = [info.get(k) or run.config.get(f"direction.{k}") for k in ("model2", "model3")]
+    return [_checkpoint_ref(run)[0], *[str(o) for o in others if o]]
+
+
+def _between(runs: Sequence[Run], base: Sequence[Run]) -> tuple[list[Run], list[Run]]:
+    """``(between, attached)``: jobs whose end models are all rows are between models; one whose
+    other end is no row (a curve to a seed+1 minimum trained for it) measures its first model."""
+    cache: dict[str, str] = {}
+    rows = {_identity(*_checkpoint_ref(r), cache) for r in base}
+    between, attached = [], []
+    for r in runs:
+        ends = [_identity(e, None, cache) for e in _ends(r)]
+        (between if len(ends) > 1 and all(e in rows for e in ends) else attached).append(r)
+    return between, attached
+
+
+def _short_checkpoint(path: str | None) -> str:
+    p = Path(str(path))
+    return p.parent.parent.name if p.parent.name == "checkpoints" else p.name  # <run>/checkpoints/final.pt
+
+
+def _pair_labels(pairs: Sequence[Run], models: Sequence[Model]) -> dict[int, str]:
+    """Jobs between models named by their ends: ``batch_size=32 -> batch_size=256``, or the
+    checkpoint's run directory where an end is no row."""
+    cache: dict[str, str] = {}
+    label = {m.key: m.label for m in models}
+    out = {}
+    for r in pairs:
+        ends = _ends(r)
+        out[id(r)] = " -> ".join(label.get(_identity(e, None, cache) or "", _short_checkpoint(e)) for e in ends)
+    return out
