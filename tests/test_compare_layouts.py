@@ -387,3 +387,24 @@ def test_swept_parameters_are_what_makes_a_model_and_sort_as_numbers() -> None:
     assert ax.get_xscale() == "linear" and [t.get_text() for t in ax.get_xticklabels()] == ["resnet20", "resnet20_noshort"]
     rows = [{"optim.weight_decay": v, "m": 1.0} for v in (0.0, 0.0005)]
     assert figure_measures_vs_parameter(rows, "optim.weight_decay", ["m"]).axes[0].get_xscale() == "linear"  # 0 is no power of 2
+
+
+def test_many_measures_go_on_pages_of_twelve_panels(tmp_path: Path) -> None:
+    from landscape_exp.compare import PAGE
+
+    sweep = tmp_path / "sweep"
+    for k, b in enumerate((32, 64, 128)):
+        t = model_numbers(b, 0.0)
+        ckpt = tmp_path / f"bs{b}.pt"
+        ckpt.write_bytes(str(b).encode())
+        measures = {f"m{i:02d}": {"value": i * b, "ci_low": None, "ci_high": None, "higher_is_sharper": True} for i in range(20)}
+        measures["barrier_location_train_loss"] = {"value": 0.5, "ci_low": None, "ci_high": None, "higher_is_sharper": None}
+        write_job(sweep / str(k), model_cfg("train", b, 0.0), {"final_checkpoint": str(ckpt), "measures": measures,
+                                                               **{f"final/{q}": t[q] for q in METRICS}})
+    s = compare_runs(find_runs(sweep), tmp_path / "out", plot=plot_settings(tmp_path))
+    names = sorted(Path(f).name for f in s["figures"] if f.endswith(".png"))
+    assert PAGE == 12 and names == ["measures_vs_batch_size.png", "measures_vs_batch_size_2.png",  # 2 + 20 panels
+                                    "measures_vs_gap.png", "measures_vs_gap_2.png", "measures_vs_test_error.png",
+                                    "measures_vs_test_error_2.png"]  # 20 measures; where a barrier lies is no measure to rank
+    assert {c["measure"] for c in s["correlations"]} == {f"m{i:02d}" for i in range(20)}
+    assert "barrier_location_train_loss" in s["columns"]

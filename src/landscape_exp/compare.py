@@ -718,6 +718,17 @@ def text_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str
 # ------------------------------------------------------------------------------------------------
 # The whole comparison
 # ------------------------------------------------------------------------------------------------
+PAGE = 12  # panels per figure: more make a page too tall to read (a curve study has ~70 measures)
+
+
+def _pages(items: Sequence[str]) -> list[list[str]]:
+    return [list(items[i:i + PAGE]) for i in range(0, len(items), PAGE)]
+
+
+def _page_suffix(i: int) -> str:
+    return "" if i == 0 else f"_{i + 1}"
+
+
 def _file_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
 
@@ -763,7 +774,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
     models.sort(key=lambda m: [sort_key(m.config.get(k)) for k in swept])
     label_models(models, swept)
     columns, rows, measures = comparison_table(models, swept, Path(str(root)) if root else None)
-    corr_measures = [c for c in measures if not c.startswith(NOT_CORRELATED)]
+    corr_measures = [c for c in measures if not c.startswith(NOT_CORRELATED) and "location" not in c]  # flags, places
     corr = [c for t in TARGETS for c in rank_correlations(rows, corr_measures, t, min_n)]
 
     table_csv = write_csv(out / "compare.csv", columns, rows)
@@ -793,15 +804,16 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
         for k in swept:
             others = [o for o in swept if o != k]
             lines = [", ".join(f"{short[o]}={_fmt(r.get(o))}" for o in others) for r in rows]
-            fig = F.figure_measures_vs_parameter(rows, k, ["test_error", "gap", *corr_measures], lines=lines, name=short[k],
-                                                 line_name=" and ".join(short[o] for o in others))
-            figures += save(fig, out / _file_name(f"measures_vs_{short[k]}"))
+            for i, page in enumerate(_pages(["test_error", "gap", *corr_measures])):
+                fig = F.figure_measures_vs_parameter(rows, k, page, lines=lines, name=short[k],
+                                                     line_name=" and ".join(short[o] for o in others))
+                figures += save(fig, out / _file_name(f"measures_vs_{short[k]}{_page_suffix(i)}"))
         by = {(c["measure"], c["target"]): c for c in corr}
         for t in TARGETS:
-            if corr_measures:
-                fig = F.figure_measures_vs_target(rows, t, corr_measures, {m: stats_text(by[(m, t)]) for m in corr_measures},
+            for i, page in enumerate(_pages(corr_measures)):
+                fig = F.figure_measures_vs_target(rows, t, page, {m: stats_text(by[(m, t)]) for m in page},
                                                   labels=[r["model"] for r in rows])
-                figures += save(fig, out / f"measures_vs_{t}")
+                figures += save(fig, out / f"measures_vs_{t}{_page_suffix(i)}")
         model_of = {id(r): m.label for m in models for r in m.runs}
         place = {id(r): i for i, m in enumerate(models) for r in m.runs}  # curves and panels in the table's order
         runs = sorted(runs, key=lambda r: place.get(id(r), len(place)))

@@ -32,7 +32,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     rows, swept = summary["rows"], summary["swept"]
     measures = [k for k in summary["columns"] if k not in ("model", "source", "jobs", "checkpoint", *swept, *METRIC_COLUMNS)
                 and not k.endswith((" ci_low", " ci_high"))]
-    shown = ["model", "test_error", "gap", *measures[:SHOWN_MEASURES], "source"]  # the model's name has the swept values
+    heights = [k for k in measures if "location" not in k]  # where a barrier is says less than how high
+    shown = ["model", "test_error", "gap", *heights[:SHOWN_MEASURES], "source"]  # the model's name has the swept values
     print(f"compare: {summary['models']} models from {summary['jobs']} jobs; swept: {', '.join(swept) or 'nothing'}")
     print(text_table(shown, rows))
     if len(measures) > SHOWN_MEASURES:
