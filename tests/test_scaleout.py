@@ -137,11 +137,16 @@ def test_launcher_defaults_compose_and_override(tmp_path: Path) -> None:
                                              "hydra.launcher.tasks_per_node=4", "hydra.launcher.array_parallelism=8"],
                         return_hydra_config=True).hydra.launcher
         local = compose("config", overrides=["hydra/launcher=submitit_local"], return_hydra_config=True).hydra.launcher
-    assert slurm._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    # the project's subclasses of the plugin's launchers (job names, jobs.json, squeue fallback)
+    assert slurm._target_ == "hydra_plugins.landscape_launchers.SlurmLauncher"
     assert (slurm.partition, slurm.timeout_min, slurm.gpus_per_node, slurm.tasks_per_node, slurm.array_parallelism) == ("gpu", 30, 4, 4, 8)
     assert (slurm.cpus_per_task, slurm.mem_gb, slurm.max_num_timeout, slurm.signal_delay_s) == (4, 32, 10, 120)
-    assert local._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+    assert local._target_ == "hydra_plugins.landscape_launchers.LocalLauncher"
     assert (local.timeout_min, local.gpus_per_node, local.tasks_per_node) == (720, 1, 1)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cpu = compose("config", overrides=["hydra/launcher=slurm_cpu"], return_hydra_config=True).hydra.launcher
+    assert cpu._target_ == slurm._target_ and cpu.gpus_per_node is None  # a CPU partition refuses any gres
+    assert (cpu.cpus_per_task, cpu.mem_gb, cpu.additional_parameters.requeue) == (2, 4, True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,9 +296,11 @@ def test_workers_per_job_and_preemption_requeue(root: Path, reference: dict[str,
     already, todo = map(int, starts[1])
     assert already >= 3 and already + todo == 40
     summaries = [json.loads((sweep / "0" / f"worker-{r}" / "summary.json").read_text()) for r in (0, 1)]
-    # each worker reports its shard; the one that finished last merged and summarized the surface
-    assert [s.get("shard", s.get("points")) for s in summaries].count(NPOINTS) == 1
-    assert any(s.get("surface_file") == str(sweep / "0" / "surface.h5") for s in summaries)
+    # each worker reports its shard; the one that finished last merged the surface, and its summary
+    # (with figures and W&B run) is the job directory's, where the surface is
+    assert sorted(s["shard"] for s in summaries) == [0, 1] and sum("merged_into" in s for s in summaries) == 1
+    merged = json.loads((sweep / "0" / "summary.json").read_text())
+    assert merged["points"] == NPOINTS and merged["surface_file"] == str(sweep / "0" / "surface.h5")
     assert_same_surface(sweep / "0" / "surface.h5", reference["surface"])
 
 
