@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from landscape_exp.errors import UserError
-from landscape_exp.study import (closing_line, format_status, job_name, squeue_states, studies, study_status,
+from landscape_exp.study import (closing_line, format_status, job_name, run_study, squeue_states, studies, study_status,
                                  write_launch_record)
 from landscape_exp.surface.sharding import merged_dir_name
 from landscape_exp.tracking import group_for, run_id_for
@@ -151,3 +151,39 @@ def test_every_study_names_existing_sweep_configs() -> None:
     for stages in known.values():
         for stage in stages:
             assert (sweeps / f"{stage}.yaml").is_file(), stage
+
+
+def test_a_slurm_study_chains_its_stages_and_scopes_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every stage submitted detached, each after the previous stage's job arrays (afterok), the
+    comparison last over the study's directory; ``surfaces:k=v`` reaches only that stage."""
+    import landscape_exp.study as study
+
+    calls: list[tuple[list[str], dict[str, str]]] = []
+
+    def fake_stage(args: list[str], env: dict[str, str], record: Path) -> dict:
+        calls.append((args, dict(env)))
+        n = len(calls)
+        sweep = tmp_path / "s" / f"stage{n}"
+        return {"sweep_dir": str(sweep), "jobs": [{"job_id": f"{100 + n}_0"}, {"job_id": f"{100 + n}_1"}]}
+
+    monkeypatch.setattr(study, "_run_stage", fake_stage)
+    sdir = run_study("batch_wd_small", launcher="slurm_cpu", overrides=["optim.epochs=2", "surfaces:shard.count=2",
+                     "hydra.launcher.partition=debug"], wait=False, directory=str(tmp_path / "s"))
+    assert sdir == (tmp_path / "s").resolve()
+    names = [a[a.index("--config-name") + 1] if "--config-name" in a else "compare" for a, _ in calls]
+    assert names == ["batch_wd_train_small", "batch_wd_surfaces_small", "batch_wd_interp_small", "compare"]
+    deps = [[o for o in a if "dependency" in o] for a, _ in calls]
+    assert deps == [[], ["++hydra.launcher.additional_parameters.dependency=afterok:101"],
+                    ["++hydra.launcher.additional_parameters.dependency=afterok:102"],
+                    ["++hydra.launcher.additional_parameters.dependency=afterok:103"]]
+    assert all(env["LANDSCAPE_DETACH"] == "1" for _, env in calls)
+    assert ["shard.count=2" in a for a, _ in calls] == [False, True, False, False]
+    assert all("optim.epochs=2" in a for a, _ in calls[:3]) and "optim.epochs=2" not in calls[3][0]
+    assert all("hydra.launcher.partition=debug" in a and "hydra/launcher=slurm_cpu" in a for a, _ in calls)
+    assert f"task.sweep_dir={sdir}" in calls[3][0] and f"hydra.sweep.dir={sdir}/compare" in calls[3][0]
+    meta = json.loads((sdir / "study.json").read_text())
+    assert [s["stage"] for s in meta["stages"]] == names and meta["launcher"] == "slurm_cpu"
+    with pytest.raises(UserError, match="unknown study 'nope'; known: batch_wd, "):
+        run_study("nope", launcher=None, overrides=[], wait=False, directory=None)
+    with pytest.raises(UserError, match="--launcher 'basic' is not a submitit launcher"):
+        run_study("batch_wd_small", launcher="basic", overrides=[], wait=False, directory=None)
