@@ -139,8 +139,6 @@ def test_interp1d_states_nan_without_and_finite_with_recomputation(tmp_path, dig
     assert v_fixed[list(np.round(x, 6)).index(1.0)] == pytest.approx(loss, rel=2e-5)
 
 
-@pytest.mark.xfail(reason="folded BatchNorm + fused conv-ReLU on a CPU turns a NaN (negative running variance) into a "
-                          "finite loss; reported to the owner of folding.py", strict=False)
 def test_a_negative_running_variance_gives_nan_on_every_evaluation_path(digits):
     torch.manual_seed(0)
     model = cifar_resnet(depth=8, num_classes=10, in_channels=1, image_size=8).eval()

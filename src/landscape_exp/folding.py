@@ -151,7 +151,8 @@ class EvalCopy:
 
     A model that cannot be traced (``torch.fx``) gives a plain copy; :attr:`num_folded` and
     :attr:`num_fused` say how many BatchNorm layers were folded and convolutions fused. Inputs
-    are cast to ``dtype``.
+    are cast to ``dtype``. A point whose tensors are not all finite gives NaN outputs, as the model
+    would (:attr:`finite`).
     ``compile``: the copy runs under ``torch.compile`` for batches of the first batch's shape
     (other shapes, such as a split's last partial batch, run uncompiled: one compilation per run,
     not two); :meth:`refresh` writes into the same tensors, which the compiled graph takes as
@@ -210,8 +211,16 @@ class EvalCopy:
                                norm.weight, norm.bias)
             w_dst.copy_(w)
             b_dst.copy_(b)
+        # A NaN/inf weight (a negative interpolated running variance, a diverged checkpoint) must give
+        # a NaN loss as the model itself does; oneDNN's fused ReLU maps NaN to 0 and would hide it.
+        own = self._dst + [t for fold in self._folds for t in fold[2:]]
+        self.finite = bool(torch.stack([t.isfinite().all() for t in own]).all()) if own else True
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._forward(x)
+        return out if self.finite else out + float("nan")
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dtype is not None and x.dtype != self.dtype:
             x = x.to(self.dtype)
         if self._compiled is not None:
