@@ -62,7 +62,9 @@ def _job_info(cfg: DictConfig) -> dict:
         info["sweep_dir"] = str(sweep_dir)
         info["group"] = group_for(sweep_dir)  # <study>/<stage>, or the sweep's place under multirun/
         info["name"] = " ".join(swept) or info["name"]  # what tells this job from the others
-        if not job_dir.name.isdigit() and job_dir.resolve() != sweep_dir.resolve():  # a study names its jobs: that reads best
+        if job_dir.resolve() == sweep_dir.resolve():  # a one-job stage (a study's compare): the stage's name
+            info["name"] = info["group"]
+        elif not job_dir.name.isdigit():  # a study names its jobs: that reads best
             info["name"] = job_dir.relative_to(sweep_dir).as_posix() if job_dir.is_relative_to(sweep_dir) else job_dir.name
         if int(cfg.shard.count) > 1 and str(cfg.task.name) in SHARDED_TASKS:
             # Where the shards of this job's surface meet, with its figures, summary and W&B run.

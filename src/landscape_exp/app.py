@@ -56,6 +56,8 @@ def run_job(cfg: DictConfig | Mapping[str, Any], *, output_dir: str | Path, job:
     device = resolve_device(settings.device, local_rank=int(worker.get("local_rank", 0)))
     torch.set_num_threads(cpu_threads(settings.threads))  # threads: null = the CPUs this process may use
     tags = [task_name, str(settings.model.get("name", "")), str(settings.dataset.get("name", ""))]
+    if task_name == "compare":  # it reads other runs: the default model and dataset would be wrong tags
+        tags = [task_name]
     tracker = make_tracker(
         settings.logger, run_dir=out, config=container, job_type=task_name,
         name=job.get("name"), group=job.get("group"), tags=[t for t in tags if t], run_id=run_id_for(out),

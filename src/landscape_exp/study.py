@@ -112,7 +112,7 @@ def write_launch_record(sweep_dir: str | Path, executor: str, name: str, jobs: S
 def closing_line(sweep_dir: str | Path, dirs: Sequence[str], failed: Sequence[str]) -> str:
     """One line at the end of a sweep: where its results are (merged surfaces named), and what failed."""
     sweep = Path(sweep_dir)
-    names = [os.path.relpath(d, sweep) for d in dirs]
+    names = [n for n in (os.path.relpath(d, sweep) for d in dirs) if n != "."]  # "." : the job is the sweep dir
     merged = []
     for d in dirs:
         for f in sorted(Path(d).glob("**/summary.json"))[:8]:
@@ -215,8 +215,13 @@ def run_study(name: str, *, launcher: str | None, overrides: Sequence[str], wait
         if wait:
             while not all(r["state"] in ENDED or "NeverSatisfied" in r["state"] for r in study_status(sdir)):
                 time.sleep(10)
-            print(format_status(sdir, study_status(sdir)))
-    print(f"study {name}: results in {sdir} (stages: {', '.join(os.path.relpath(s['sweep_dir'], sdir) for s in stages)}); "
+            rows = study_status(sdir)
+            print(format_status(sdir, rows))
+            bad = [f"{r['stage']} {r['job_id']} {r['state']}" for r in rows if r["state"] != "COMPLETED"]
+            if bad:
+                raise UserError(f"study {name}: {len(bad)} job(s) did not complete ({'; '.join(bad[:4])}); "
+                                f"their run.log and exit.json say why")
+    print(f"study {name}: results in {sdir} (stages: {', '.join(s['stage'] for s in stages)}); "
           f"comparison in {sdir / 'compare'}", flush=True)
     return sdir
 
@@ -344,7 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_study(a.study, launcher=a.launcher, overrides=[*a.overrides, *rest], wait=a.wait, directory=a.dir)
         else:
             sdir = study_dir(a.study)
-            print(format_status(sdir, study_status(sdir)))
+            rows = study_status(sdir)
+            print(format_status(sdir, rows))
+            bad = [f"{r['stage']} {r['job_id']} {r['state']}" for r in rows if r["state"] != "COMPLETED"]
+            if bad:
+                raise UserError(f"study {name}: {len(bad)} job(s) did not complete ({'; '.join(bad[:4])}); "
+                                f"their run.log and exit.json say why")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
