@@ -34,7 +34,9 @@ def test_rerun_resumes_the_same_run_and_uploads_nothing_new(tmp_path: Path) -> N
     assert len(runs) == 2 and {r["id"] for r in runs} == {run_id_for(out)}  # two starts, one run
     assert [r["exit_code"] for r in runs] == [0, 0]
     surfaces = [[a for a in r["artifacts"] if a["type"] == "surface"] for r in runs]
-    assert [len(a) for a in surfaces] == [1, 0]  # the unchanged surface is not uploaded again
+    # uploaded once, not again by the rerun (under load W&B may file the first start's artifact
+    # record in the second start's file: the two files are one run)
+    assert sum(len(a) for a in surfaces) == 1
     assert json.loads((out / "exit.json").read_text())["exit_code"] == 0
 
 
@@ -80,6 +82,10 @@ def test_sigterm_leaves_an_exit_record(tmp_path: Path) -> None:
 def test_reused_checkpoint_brings_its_training_history(tmp_path: Path) -> None:
     trained = tmp_path / "train"
     run(tmp_path, trained, ["task=train", "logger=none"])
+    final = (trained / "checkpoints" / "final.pt").read_bytes()
+    again = run(tmp_path, trained, ["task=train", "logger=none"])  # a finished run started again (a study rerun)
+    assert (trained / "checkpoints" / "final.pt").read_bytes() == final  # untouched: surfaces from it resume
+    assert again["final/epoch"] == 2
     out = tmp_path / "surface"
     run(tmp_path, out, ["task=surface1d", *OFFLINE, f"checkpoint={trained / 'checkpoints' / 'final.pt'}"])
     (r,) = _runs(out)

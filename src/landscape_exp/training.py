@@ -111,6 +111,18 @@ class RunningMetrics:
         return 100.0 * float(self.correct) / max(self.seen, 1)
 
 
+def _finished(ckpt_dir: Path, epochs: int, train_hash: str) -> dict[str, Any] | None:
+    """The result of a run in ``ckpt_dir`` that already finished all ``epochs`` of this config, else None."""
+    final, last = ckpt_dir / "final.pt", ckpt_dir / "last.pt"
+    if not (final.is_file() and last.is_file()):
+        return None
+    state = load_checkpoint(last)
+    if state.get("train_hash") != train_hash or int(state.get("epoch", -1)) != epochs:
+        return None
+    return {"final_checkpoint": str(final), "history": list(state.get("history", [])),
+            "final": dict(load_checkpoint(final).get("metrics") or {})}
+
+
 def train_model(
     model: nn.Module,
     dataset: ImageDataset,
@@ -140,6 +152,12 @@ def train_model(
     batch_size = int(optim_cfg.get("batch_size", 128))
     if epochs < 0 or batch_size < 1:
         raise UserError(f"optim.epochs={epochs} must be >= 0 and optim.batch_size={batch_size} >= 1")
+    done = _finished(ckpt_dir, epochs, train_hash)
+    if done is not None:
+        # A finished run started again (a study rerun): final.pt stays byte for byte, so the
+        # surfaces computed from it (whose fingerprint holds its hash) resume instead of being refused.
+        print(f"training already finished: {ckpt_dir / 'final.pt'} ({epochs} epochs)")
+        return done
     model.to(device)
     opt = make_optimizer(model.parameters(), optim_cfg)
     sched = make_scheduler(opt, optim_cfg)
