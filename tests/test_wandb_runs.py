@@ -110,3 +110,19 @@ def test_documented_wandb_sync_command_finds_every_offline_run(tmp_path: Path) -
     assert res.returncode == 0 and "Would sync 2 run(s)" in out, out
     for num in (0, 1):
         assert f"run-{run_id_for(sweep / str(num))}.wandb" in out
+
+
+def test_measures_reach_the_run_summary_with_their_intervals() -> None:
+    """summary.json's ``measures`` (barriers, flatness) go to W&B as flat keys a sweep can chart."""
+    from landscape_exp.app import tracked_summary
+    from landscape_exp.tracking import flatten_mapping
+
+    summary = {"points": 5, "flag": True, "grid": [1, 2], "surface_file": "s.h5",
+               "measures": {"barrier_train_loss": {"value": 2.13, "ci_low": None, "ci_high": None, "higher_is_sharper": True},
+                            "gaussian_sharpness": {"value": 5.1e-4, "ci_low": 3.7e-4, "ci_high": 6.5e-4,
+                                                   "higher_is_sharper": True}}}
+    assert flatten_mapping(tracked_summary(summary)) == {
+        "points": 5, "flag": True, "surface_file": "s.h5",
+        "measures/barrier_train_loss/value": 2.13, "measures/barrier_train_loss/higher_is_sharper": True,
+        "measures/gaussian_sharpness/value": 5.1e-4, "measures/gaussian_sharpness/ci_low": 3.7e-4,
+        "measures/gaussian_sharpness/ci_high": 6.5e-4, "measures/gaussian_sharpness/higher_is_sharper": True}

@@ -81,7 +81,7 @@ def run_job(cfg: DictConfig | Mapping[str, Any], *, output_dir: str | Path, job:
     summary["wall_seconds"] = time.perf_counter() - t0
     write_json(out / "summary.json", summary)
     write_json(out / "exit.json", {"exit_code": 0, "reason": "finished", "time": time.time()})
-    tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    tracker.summary(tracked_summary(summary))
     tracker.finish()
     return summary
 
@@ -138,3 +138,14 @@ def interrupted_message(output_dir: str | Path, cfg: DictConfig | Mapping[str, A
     if last.is_file():
         parts.append(f"training up to the last finished epoch in {last}")
     return ", ".join(parts) if parts else f"nothing finished yet in {out}"
+
+
+def tracked_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """What of ``summary.json`` goes to the tracker's run summary: the plain numbers and strings, and
+    the ``measures`` (barriers, flatness, ... with their intervals), which the tracker flattens to
+    ``measures/<name>/value``, ``.../ci_low``, ``.../ci_high`` so W&B can chart them across a sweep."""
+    out = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+    if isinstance(summary.get("measures"), dict):
+        out["measures"] = {name: {k: v for k, v in entry.items() if v is not None}
+                           for name, entry in summary["measures"].items() if isinstance(entry, dict)}
+    return out
