@@ -19,7 +19,7 @@ import h5py
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from landscape_exp.console import tee_to_log
+from landscape_exp.console import duration, tee_to_log
 from landscape_exp.context import RunContext, resolve_device
 from landscape_exp.errors import UserError
 from landscape_exp.resources import check_writable, cpu_threads
@@ -81,6 +81,10 @@ def run_job(cfg: DictConfig | Mapping[str, Any], *, output_dir: str | Path, job:
     summary["wall_seconds"] = time.perf_counter() - t0
     write_json(out / "summary.json", summary)
     write_json(out / "exit.json", {"exit_code": 0, "reason": "finished", "time": time.time()})
+    line = closing_line(task_name, out, summary)
+    print(line, flush=True)
+    with contextlib.suppress(OSError), open(out / "run.log", "a") as log:
+        log.write(line + "\n")
     tracker.summary(tracked_summary(summary))
     tracker.finish()
     return summary
@@ -149,3 +153,11 @@ def tracked_summary(summary: dict[str, Any]) -> dict[str, Any]:
         out["measures"] = {name: {k: v for k, v in entry.items() if v is not None}
                            for name, entry in summary["measures"].items() if isinstance(entry, dict)}
     return out
+
+
+def closing_line(task_name: str, out: Path, summary: dict[str, Any]) -> str:
+    """The job's last line: how long it took and where its results are, so nobody has to look for
+    the dated output directory (``surface2d: done in 41 s; 18 figures, summary.json in <dir>``)."""
+    figures = len(list(out.glob("*.png")))
+    what = f"{figures} figure{'s' * (figures != 1)}, summary.json" if figures else "summary.json"
+    return f"{task_name}: done in {duration(float(summary.get('wall_seconds', 0.0)))}; {what} in {out}"
