@@ -103,7 +103,7 @@ def test_a_job_that_leaves_the_queue_without_a_result_is_noticed(fake_slurm: Pat
     assert watcher.accounting is False and watcher.num_calls == 5
 
 
-def test_study_status_from_queue_and_exit_records(fake_slurm: Path) -> None:
+def test_study_status_from_queue_and_exit_records(fake_slurm: Path, capsys: pytest.CaptureFixture) -> None:
     sdir = fake_slurm / "studies" / "s"
     train, surf = sdir / "train", sdir / "surfaces"
     write_launch_record(train, "slurm", "s-train", [
@@ -129,6 +129,16 @@ def test_study_status_from_queue_and_exit_records(fake_slurm: Path) -> None:
     assert "1 COMPLETED, 1 FAILED, 1 PENDING, 1 UNKNOWN" in text and "train/bs256" in text
     with pytest.raises(UserError, match="not a study directory"):
         study_status(fake_slurm)
+    # the status command: exit 2 naming the jobs that ended without completing, not the pending one
+    from landscape_exp.study import main
+
+    assert main(["status", str(sdir)]) == 2
+    err = capsys.readouterr().err
+    assert "study s: 2 job(s) did not complete (train 50_1 FAILED; train 50_2 UNKNOWN)" in err and "51_0" not in err
+    for d in ("bs256", "bs512"):
+        (train / d).mkdir(exist_ok=True)
+        (train / d / "exit.json").write_text(json.dumps({"exit_code": 0}))
+    assert main(["status", str(sdir)]) == 0  # only a pending job left: not an error
 
 
 def test_launch_record_keeps_earlier_submissions_and_closing_line(tmp_path: Path) -> None:

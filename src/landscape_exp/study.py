@@ -215,12 +215,7 @@ def run_study(name: str, *, launcher: str | None, overrides: Sequence[str], wait
         if wait:
             while not all(r["state"] in ENDED or "NeverSatisfied" in r["state"] for r in study_status(sdir)):
                 time.sleep(10)
-            rows = study_status(sdir)
-            print(format_status(sdir, rows))
-            bad = [f"{r['stage']} {r['job_id']} {r['state']}" for r in rows if r["state"] != "COMPLETED"]
-            if bad:
-                raise UserError(f"study {name}: {len(bad)} job(s) did not complete ({'; '.join(bad[:4])}); "
-                                f"their run.log and exit.json say why")
+            report_status(name, sdir, finished=True)
     print(f"study {name}: results in {sdir} (stages: {', '.join(s['stage'] for s in stages)}); "
           f"comparison in {sdir / 'compare'}", flush=True)
     return sdir
@@ -328,6 +323,20 @@ def format_status(sdir: str | Path, rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def report_status(name: str, sdir: Path, *, finished: bool) -> None:
+    """Print the study's status; a user error when a job ended without completing, or will never
+    run (a dependency that failed). ``finished``: every job should have ended by now, so one still
+    pending or running counts too."""
+    rows = study_status(sdir)
+    print(format_status(sdir, rows))
+    active = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED")
+    bad = [f"{r['stage']} {r['job_id']} {r['state']}" for r in rows if r["state"] != "COMPLETED" and (
+        finished or r["state"].split()[0] not in active or "NeverSatisfied" in r["state"])]
+    if bad:
+        raise UserError(f"study {name}: {len(bad)} job(s) did not complete ({'; '.join(bad[:4])}); "
+                        f"their run.log and exit.json say why")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m landscape_exp.study", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -349,12 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_study(a.study, launcher=a.launcher, overrides=[*a.overrides, *rest], wait=a.wait, directory=a.dir)
         else:
             sdir = study_dir(a.study)
-            rows = study_status(sdir)
-            print(format_status(sdir, rows))
-            bad = [f"{r['stage']} {r['job_id']} {r['state']}" for r in rows if r["state"] != "COMPLETED"]
-            if bad:
-                raise UserError(f"study {name}: {len(bad)} job(s) did not complete ({'; '.join(bad[:4])}); "
-                                f"their run.log and exit.json say why")
+            report_status(sdir.name, sdir, finished=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
