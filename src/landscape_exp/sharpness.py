@@ -531,8 +531,8 @@ def model_sharpness(model: nn.Module, data: Any, *, loss: str = "crossentropy", 
     if n < 1:
         raise UserError(f"sharpness.max_samples={max_samples} leaves no data; use null or a positive number")
     bs = int(batch_size)
-    # one tick per pass over the data: each ascent evaluates steps + 1 points per restart
-    bar = tqdm(total=2 * (int(steps) + 1) * int(restarts), desc="sharpness", unit="pass", disable=not progress)
+    # one tick per pass over the data: each ascent evaluates L(theta) once, then steps + 1 points per restart
+    bar = tqdm(total=2 * ((int(steps) + 1) * int(restarts) + 1), desc="sharpness", unit="pass", disable=not progress)
 
     def batches() -> Iterable[Batch]:
         for s in range(0, n, bs):
