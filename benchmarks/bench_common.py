@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
 from landscape_exp.data import ImageDataset
-from landscape_exp.context import output_bytes
-from landscape_exp.evaluation import batch_for_memory
+from landscape_exp.context import eval_batch_size
 from landscape_exp.models import build_model
 from landscape_exp.precision import Precision, resolve_precision
+from landscape_exp.settings import EvalSettings, _Node
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,21 +43,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def configured_defaults(device: torch.device) -> tuple[Precision, dict[str, Any]]:
+def configured_defaults(device: torch.device) -> tuple[Precision, EvalSettings]:
     """The precision a run gets by default on ``device`` (conf/precision/auto.yaml) and the
-    ``eval`` section of conf/config.yaml (how the evaluation batch is chosen)."""
+    ``eval`` settings of conf/config.yaml (how the evaluation batch is chosen)."""
     p = OmegaConf.load(ROOT / "conf" / "precision" / "auto.yaml")
     cfg = OmegaConf.load(ROOT / "conf" / "config.yaml")
     return (resolve_precision(p.mode, p.channels_last, p.compile, device, fold_bn=p.fold_bn),
-            OmegaConf.to_container(cfg.eval))  # type: ignore[return-value]
+            EvalSettings.read(_Node(OmegaConf.to_container(cfg.eval), "eval")))
 
 
-def configured_batch(name: str, eval_cfg: dict[str, Any], device: torch.device, channels: int = 3, size: int = 32) -> int:
-    """The evaluation batch a run of ``name`` gets by default on ``device`` (context.RunContext.eval_batch_size)."""
-    memory = eval_cfg["batch_memory_mib"]
-    budget = int(memory.get(device.type, memory["cpu"]) * 2**20)
-    per_sample = output_bytes(model_cfg(name, channels, size, 10), (channels, size, size))
-    return batch_for_memory(per_sample, budget, eval_cfg["batch_min"], eval_cfg["batch_max"])
+def configured_batch(name: str, ev: EvalSettings, device: torch.device, channels: int = 3, size: int = 32) -> int:
+    """The evaluation batch a run of ``name`` gets by default on ``device`` (context.eval_batch_size)."""
+    return eval_batch_size(ev, model_cfg(name, channels, size, 10), (channels, size, size), device)
 
 
 def cpu_features() -> str:

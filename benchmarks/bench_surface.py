@@ -57,6 +57,7 @@ from landscape_exp.evaluation import evaluate_sums  # noqa: E402
 from landscape_exp.folding import can_fuse  # noqa: E402
 from landscape_exp.precision import Precision  # noqa: E402
 from landscape_exp.resources import cpu_threads  # noqa: E402
+from landscape_exp.settings import EvalSettings  # noqa: E402
 from landscape_exp.surface.measures import LossMeasure  # noqa: E402
 from landscape_exp.surface.weight_space import WeightSpace  # noqa: E402
 
@@ -321,7 +322,7 @@ def batch_sweep(model: nn.Module, split: ImageSplit, sizes: Sequence[int], devic
 
 
 def bench_model_on_cpu_or_gpu(name: str, args: argparse.Namespace, root: Path, device: torch.device, points_n: int,
-                              rounds: int, configured: tuple[Precision, dict[str, Any]]) -> dict[str, Any]:
+                              rounds: int, configured: tuple[Precision, EvalSettings]) -> dict[str, Any]:
     split = cifar_split(root)
     ds = ImageDataset("cifar10-format", split, split, 10, CIFAR_MEAN, CIFAR_STD)
     model = bench_model(name, args.checkpoint, ds, args.seed, device)
@@ -331,8 +332,8 @@ def bench_model_on_cpu_or_gpu(name: str, args: argparse.Namespace, root: Path, d
     dirs = [create_random_direction(weights, seed=1), create_random_direction(weights, seed=2)]
     rng = np.random.default_rng(args.seed)
     points = [(0.0, 0.0)] + [tuple(float(v) for v in rng.uniform(-1, 1, 2)) for _ in range(points_n - 1)]
-    precision, eval_cfg = configured
-    batch = args.batch_size or configured_batch(name, eval_cfg, device)
+    precision, ev = configured
+    batch = args.batch_size or configured_batch(name, ev, device)
 
     old = OldWorld(root, model, dirs, device, args.ref_batch_size, args.workers, torch.get_num_threads())
     print(f"\n{name}: {len(split)} images (CIFAR-10 files, random pixels), {len(points)} points x {rounds} rounds, "

@@ -15,7 +15,7 @@ from landscape_exp.errors import UserError
 from landscape_exp.evaluation import batch_for_memory, largest_output_bytes
 from landscape_exp.models import build_model
 from landscape_exp.precision import Precision, resolve_precision
-from landscape_exp.settings import Settings
+from landscape_exp.settings import EvalSettings, Settings
 from landscape_exp.tracking import Tracker
 
 
@@ -58,13 +58,9 @@ class RunContext:
         ``[eval.batch_min, eval.batch_max]`` whose biggest layer output fits ``eval.batch_memory_mib``
         for this device type. On a CPU that keeps a batch's activations near the caches (ResNet-20/56 on
         CIFAR-10: 128, 2.5x faster than 1024; LeNet on 8x8 digits: 4096, 1.7x faster than 128)."""
-        ev = self.settings.eval
-        if ev.batch_size is not None:
-            return ev.batch_size
         ds = self.settings.dataset
         shape = (int(ds.get("channels") or 3), int(ds.get("image_size") or 32), int(ds.get("image_size") or 32))
-        return batch_for_memory(output_bytes(self.config.get("model", {}), shape), ev.batch_memory_for(self.device),
-                                ev.batch_min, ev.batch_max)
+        return eval_batch_size(self.settings.eval, self.config.get("model", {}), shape, self.device)
 
     @property
     def precision(self) -> Precision:
@@ -90,6 +86,14 @@ class RunContext:
 _DATASETS: dict[str, ImageDataset] = {}
 _OUTPUT_BYTES: dict[str, int] = {}
 GUESSED_CHANNELS = 16  # a model that cannot be sized: its biggest output taken as 16 channels at the input's size
+
+
+def eval_batch_size(ev: EvalSettings, model_cfg: dict[str, Any], shape: tuple[int, int, int], device: torch.device) -> int:
+    """``eval.batch_size``, else the largest power of two in ``[eval.batch_min, eval.batch_max]`` whose
+    biggest layer output of ``model_cfg`` on inputs of ``shape`` fits ``eval.batch_memory_mib`` on ``device``."""
+    if ev.batch_size is not None:
+        return ev.batch_size
+    return batch_for_memory(output_bytes(model_cfg, shape), ev.batch_memory_for(device), ev.batch_min, ev.batch_max)
 
 
 def output_bytes(model_cfg: dict[str, Any], shape: tuple[int, int, int]) -> int:
