@@ -192,6 +192,7 @@ class EvalCopy:
         mods = dict(model.named_modules())
         self._folds = [(mods[p.layer], mods[p.norm], own[f"{p.layer}.weight"], own[f"{p.layer}.bias"])
                        for p in self.pairs]
+        self._all = self._dst + [t for fold in self._folds for t in fold[2:]]  # every tensor refresh writes
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = (
             torch.compile(self.net, dynamic=False) if compile else None)
         self._compiled_shape: torch.Size | None = None
@@ -213,8 +214,7 @@ class EvalCopy:
             b_dst.copy_(b)
         # A NaN/inf weight (a negative interpolated running variance, a diverged checkpoint) must give
         # a NaN loss as the model itself does; oneDNN's fused ReLU maps NaN to 0 and would hide it.
-        own = self._dst + [t for fold in self._folds for t in fold[2:]]
-        self.finite = bool(torch.stack([t.isfinite().all() for t in own]).all()) if own else True
+        self.finite = bool(torch.stack([t.isfinite().all() for t in self._all]).all()) if self._all else True
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self._forward(x)
