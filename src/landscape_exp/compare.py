@@ -464,9 +464,10 @@ def _column_names(groups: Sequence[Sequence[Run]]) -> dict[tuple[str, str], str]
     return {(t, m): (f"{m} ({t})" if m in split else m) for m, ts in tasks.items() for t in ts}
 
 
-def group_models(runs: Sequence[Run]) -> list[Model]:
-    """One :class:`Model` per checkpoint (jobs without one are a model each), in first-seen order."""
-    cache: dict[str, str] = {}
+def group_models(runs: Sequence[Run], cache: dict[str, str] | None = None) -> list[Model]:
+    """One :class:`Model` per checkpoint (jobs without one are a model each), in first-seen order.
+    ``cache``: checkpoint hashes by path, shared with the other steps of one comparison."""
+    cache = {} if cache is None else cache
     groups: dict[str, list[Run]] = {}
     refs: dict[str, str | None] = {}
     for r in runs:
@@ -767,8 +768,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
     if not runs:
         raise UserError(f"none of the {len(paths)} jobs has anything to compare")
     base = [r for r in runs if r.task not in PAIR_TASKS]
-    pairs, attached = _between([r for r in runs if r.task in PAIR_TASKS], base)
-    models = group_models(base + attached)
+    hashes: dict[str, str] = {}  # each checkpoint hashed once for grouping, pairing and labelling
+    pairs, attached = _between([r for r in runs if r.task in PAIR_TASKS], base, hashes)
+    models = group_models(base + attached, hashes)
     order = [k for m in models for r in m.runs for k in override_keys(r.path)]
     swept = swept_parameters([m.config for m in models], ignore, order)
     models.sort(key=lambda m: [sort_key(m.config.get(k)) for k in swept])
@@ -787,7 +789,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
           "from; `value [lo, hi]`: a measure's confidence interval.\n",
           "\n## Rank correlations with test error and the generalization gap (over models)\n",
           markdown_table(corr_cols, corr)]
-    pair_labels = _pair_labels([r for r in runs if r.task in PAIR_TASKS], models)
+    pair_labels = _pair_labels([r for r in runs if r.task in PAIR_TASKS], models, hashes)
     pair_csv, pcols, prows = None, [], []
     if pairs:
         pcols, prows = pair_table(pairs, pair_labels, Path(str(root)) if root else None)
@@ -859,10 +861,9 @@ def _ends(run: Run) -> list[str | None]:
     return [_checkpoint_ref(run)[0], *[str(o) for o in others if o]]
 
 
-def _between(runs: Sequence[Run], base: Sequence[Run]) -> tuple[list[Run], list[Run]]:
+def _between(runs: Sequence[Run], base: Sequence[Run], cache: dict[str, str]) -> tuple[list[Run], list[Run]]:
     """``(between, attached)``: jobs whose end models are all rows are between models; one whose
     other end is no row (a curve to a seed+1 minimum trained for it) measures its first model."""
-    cache: dict[str, str] = {}
     rows = {_identity(*_checkpoint_ref(r), cache) for r in base}
     between, attached = [], []
     for r in runs:
@@ -876,10 +877,9 @@ def _short_checkpoint(path: str | None) -> str:
     return p.parent.parent.name if p.parent.name == "checkpoints" else p.name  # <run>/checkpoints/final.pt
 
 
-def _pair_labels(pairs: Sequence[Run], models: Sequence[Model]) -> dict[int, str]:
+def _pair_labels(pairs: Sequence[Run], models: Sequence[Model], cache: dict[str, str]) -> dict[int, str]:
     """Jobs between models named by their ends: ``batch_size=32 -> batch_size=256``, or the
     checkpoint's run directory where an end is no row."""
-    cache: dict[str, str] = {}
     label = {m.key: m.label for m in models}
     out = {}
     for r in pairs:
