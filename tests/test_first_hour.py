@@ -39,7 +39,8 @@ def test_plan_names_model_data_device_and_warns_of_a_cifar_net_on_digits(tmp_pat
     assert "model resnet20 (272,186 parameters) on digits (1,438 train / 359 test images, 1x8x8, 10 classes)" in out
     assert "optim=sgd (20 epochs, batch 64" in out
     assert f"device cpu, precision fp32, evaluation batch {ctx.eval_batch_size}" in out
-    assert "20 forward-backward passes" in out  # the default sharpness step (2 ascents x 10 steps), announced
+    # the default sharpness step, announced: 2 ascents x (L(theta) + 10 steps + the final point)
+    assert "24 passes over the training split" in out
     assert "note: resnet20 is a CIFAR-10 network" in out and "dataset=cifar10" in out
 
 

@@ -39,7 +39,7 @@ def print_plan(ctx: RunContext, dataset: ImageDataset, work: str) -> None:
           + f"  device {ctx.device}, precision {ctx.precision.mode}, evaluation batch {ctx.eval_batch_size}")
     sh = s.sharpness
     if s.task in ("surface1d", "surface2d", "interp1d", "plane") and sh.enabled and sh.model:
-        print(f"  then sharpness at the checkpoint: {model_passes(sh)} forward-backward passes over the training split "
+        print(f"  then sharpness at the checkpoint: {model_passes(sh)} passes over the training split "
               "(sharpness.model=false skips them)")
     if s.task in ("surface1d", "surface2d", "interp1d", "plane") and sh.enabled and sh.flatness.passes():
         print(f"  then flatness at the checkpoint: about {sh.flatness.passes()} forward passes over the training split "

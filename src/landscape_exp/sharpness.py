@@ -531,8 +531,7 @@ def model_sharpness(model: nn.Module, data: Any, *, loss: str = "crossentropy", 
     if n < 1:
         raise UserError(f"sharpness.max_samples={max_samples} leaves no data; use null or a positive number")
     bs = int(batch_size)
-    # one tick per pass over the data: each ascent evaluates L(theta) once, then steps + 1 points per restart
-    bar = tqdm(total=2 * ((int(steps) + 1) * int(restarts) + 1), desc="sharpness", unit="pass", disable=not progress)
+    bar = tqdm(total=ascent_passes(steps, restarts), desc="sharpness", unit="pass", disable=not progress)
 
     def batches() -> Iterable[Batch]:
         for s in range(0, n, bs):
@@ -670,7 +669,7 @@ def sharpness_summary(surface: Mapping[str, Any], settings: SharpnessSettings | 
         return {}
     out = surface_sharpness(surface, metric=s.metric, radii=s.radii, thresholds=s.thresholds)
     if s.model and model is not None and data is not None:
-        print(f"sharpness: epsilon- and adaptive sharpness, {model_passes(s)} forward-backward passes over "
+        print(f"sharpness: epsilon- and adaptive sharpness, {model_passes(s)} passes over "
               f"{min(len(data), s.max_samples or len(data)):,} samples (sharpness.model=false skips this)", flush=True)
         t0 = time.perf_counter()
         out.update(model_sharpness(
@@ -681,9 +680,15 @@ def sharpness_summary(surface: Mapping[str, Any], settings: SharpnessSettings | 
     return out
 
 
+def ascent_passes(steps: int, restarts: int) -> int:
+    """Passes over the data of the two ascents (epsilon and adaptive): each evaluates L(theta) once,
+    then ``steps`` gradient steps and the final point per restart."""
+    return 2 * ((int(steps) + 1) * int(restarts) + 1)
+
+
 def model_passes(s: SharpnessSettings) -> int:
-    """Forward-backward passes over the data that the model-based measures take (two ascents)."""
-    return 2 * int(s.steps) * int(s.restarts)
+    """Passes over the data that the model-based measures take (the two ascents)."""
+    return ascent_passes(s.steps, s.restarts)
 
 
 def model_flatness(s: SharpnessSettings | None, model: nn.Module | None, data: Any, loss: str = "crossentropy") -> dict[str, Any]:
