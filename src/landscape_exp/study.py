@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,23 +59,32 @@ def squeue_states(job_ids: Sequence[str]) -> dict[str, str] | None:
     """``{job id: state}`` from ``squeue`` for the jobs (``123`` or array tasks ``123_4``) still
     known to Slurm, finished ones included while Slurm remembers them (MinJobAge); a job missing
     from the answer has left the queue. None when squeue itself fails (no answer is no news)."""
-    bases = sorted({str(j).split("_")[0] for j in job_ids})
-    if not bases:
+    if not job_ids:
         return {}
-    try:
-        res = subprocess.run(["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T",
-                              f"--jobs={','.join(bases)}"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
+    res = _slurm_query(["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T"], job_ids)
+    if res is None:
         return None
     if res.returncode != 0:
         # every job asked about is gone: squeue refuses the ids instead of listing nothing
         return {} if "invalid job id" in res.stderr.lower() else None
-    out: dict[str, str] = {}
-    for line in res.stdout.splitlines():
-        jid, _, state = line.strip().partition("|")
-        if jid and state:
-            out[jid] = state.strip()
-    return out
+    return {jid: state.strip() for jid, state in _pairs(res.stdout) if jid and state}
+
+
+def _slurm_query(argv: list[str], job_ids: Sequence[str]) -> subprocess.CompletedProcess[str] | None:
+    """``argv --jobs=<the jobs' base ids>`` (array tasks ``123_4`` asked as ``123``); None when it
+    could not run."""
+    jobs = ",".join(sorted({str(j).split("_")[0] for j in job_ids}))
+    try:
+        return subprocess.run([*argv, f"--jobs={jobs}"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _pairs(stdout: str) -> Iterator[tuple[str, str]]:
+    """The ``a|b`` lines of a Slurm query, as ``(a, b)``."""
+    for line in stdout.splitlines():
+        a, _, b = line.strip().partition("|")
+        yield a, b
 
 
 def job_name(sweep_dir: str | Path, tasks: Sequence[str]) -> str:
@@ -247,15 +256,10 @@ def _own_record(job: Mapping[str, Any]) -> tuple[str, str] | None:
 def _sacct_states(job_ids: Sequence[str]) -> dict[str, str]:
     if not job_ids or shutil.which("sacct") is None:
         return {}
-    try:
-        res = subprocess.run(["sacct", "--noheader", "--parsable2", "--format=JobID,State", "-X",
-                              f"--jobs={','.join(sorted({j.split('_')[0] for j in job_ids}))}"],
-                             capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
+    res = _slurm_query(["sacct", "--noheader", "--parsable2", "--format=JobID,State", "-X"], job_ids)
+    if res is None or res.returncode != 0:
         return {}
-    if res.returncode != 0:
-        return {}
-    return {a: s.split()[0] for a, _, s in (line.partition("|") for line in res.stdout.splitlines()) if s}
+    return {a: s.split()[0] for a, s in _pairs(res.stdout) if s}
 
 
 def study_status(sdir: str | Path) -> list[dict[str, Any]]:
@@ -302,13 +306,10 @@ def study_status(sdir: str | Path) -> list[dict[str, Any]]:
 
 
 def _pending_reasons(job_ids: Sequence[str]) -> dict[str, str]:
-    try:
-        res = subprocess.run(["squeue", "--noheader", "--array", "--format=%i|%r",
-                              f"--jobs={','.join(sorted({j.split('_')[0] for j in job_ids}))}"],
-                             capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
+    res = _slurm_query(["squeue", "--noheader", "--array", "--format=%i|%r"], job_ids)
+    if res is None:
         return {}
-    return {a: r for a, _, r in (line.strip().partition("|") for line in res.stdout.splitlines()) if r and r != "None"}
+    return {a: r for a, r in _pairs(res.stdout) if r and r != "None"}
 
 
 def format_status(sdir: str | Path, rows: Sequence[Mapping[str, Any]]) -> str:
