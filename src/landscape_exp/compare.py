@@ -479,8 +479,7 @@ def group_models(runs: Sequence[Run], cache: dict[str, str] | None = None) -> li
     models = []
     for key, rs in groups.items():
         rs = sorted(rs, key=lambda r: r.task != "train")  # the job that made the checkpoint first
-        trained = [r for r in rs if r.task == "train"]
-        base = (trained or rs)[0]  # the job that trained the checkpoint knows its config best
+        base = rs[0]  # the job that trained the checkpoint (if any) knows its config best
         ident = {k: v for k, v in base.config.items() if _under(k, IDENTITY)}
         metrics = dict(min(rs, key=lambda r: SOURCES.index(r.metrics.get("source", "none"))).metrics)
         if metrics["source"] == "none":  # no job evaluated both splits: the checkpoint's own record
