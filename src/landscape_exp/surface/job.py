@@ -207,7 +207,8 @@ def surface_result(ctx: RunContext, target: Target, checkpoint: Path | None = No
     tracker.finish()
 
 
-def result_summary(ctx: RunContext, rctx: RunContext, summary: dict[str, Any], stats: Mapping[str, Any]) -> dict[str, Any]:
+def result_summary(ctx: RunContext, rctx: RunContext, target: Target, summary: dict[str, Any],
+                   stats: Mapping[str, Any]) -> dict[str, Any]:
     """The job's summary. For a merged surface (``rctx`` is not ``ctx``): ``summary`` goes to its
     directory's ``summary.json``, W&B run and ``.hydra/config.yaml`` (the config without the
     shard index, so the directory reads as one run), and the job returns its shard's numbers
@@ -222,8 +223,8 @@ def result_summary(ctx: RunContext, rctx: RunContext, summary: dict[str, Any], s
     write_json(rctx.out_dir / "summary.json", summary)
     rctx.tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
     print(f"merged surface, figures and summary.json: {rctx.out_dir}")
-    return {**stats, "shard": ctx.settings.shard.index, "shard_count": ctx.settings.shard.count,
-            "merged_into": str(rctx.out_dir)}
+    # the target's shard, not shard.index: the workers of one job take their shards by rank
+    return {**stats, "shard": target.index, "shard_count": target.count, "merged_into": str(rctx.out_dir)}
 
 
 def publish(ctx: RunContext, prefix: str, figures: Sequence[Path], artifacts: Sequence[Path], artifact_name: str,

@@ -79,4 +79,4 @@ def run(ctx: RunContext) -> dict[str, Any]:
         figures = publish(rctx, s.task, figs, [target.path, plane.dir_file], f"{s.task}-surface")
         if figures:
             summary["figures"] = figures
-        return result_summary(ctx, rctx, summary, stats)
+        return result_summary(ctx, rctx, target, summary, stats)
