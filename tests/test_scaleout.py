@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from conftest import ROOT, compose_cfg, run_cli
 from landscape_exp.errors import UserError
 from landscape_exp.surface.grid import parse_grid
-from landscape_exp.surface.sharding import shard_files, shard_indices, shard_path
+from landscape_exp.surface.sharding import AlreadyMerged, merge_shards, shard_files, shard_indices, shard_path
 from landscape_exp.surface.store import SurfaceFile, read_surface
 from landscape_exp.tasks import merge as merge_task
 from landscape_exp.context import RunContext
@@ -227,6 +227,27 @@ def _fake_shards(surf: Path, count: int, n: int, *, only: tuple[int, ...] | None
                          attrs={"task": "surface1d"}, indices=own) as s:
             for k in own[: (partial or {}).get(i, len(own))]:
                 s.record(k, {"train_loss": 0.5 + k / 7, "train_acc": float(k)})
+
+
+def test_workers_finishing_together_merge_once(tmp_path: Path) -> None:
+    """Two workers that started at t0 and finish together: the first to take the merged file's lock
+    merges (and publishes); the second finds it complete and merged after t0 and stands aside, the
+    file's values and merge time untouched. A rerun started after that merge merges again."""
+    surf = tmp_path / "surface.h5"
+    t0 = time.time()
+    _fake_shards(surf, 2, 9)
+    assert merge_shards(surf, 2, since=t0) == surf
+    first = read_surface(surf)
+    assert first["done"].all() and float(first["attrs"]["merged_at"]) >= t0
+    with pytest.raises(AlreadyMerged, match="merged by another worker"):
+        merge_shards(surf, 2, since=t0)
+    again = read_surface(surf)
+    assert again["attrs"]["merged_at"] == first["attrs"]["merged_at"]
+    assert np.array_equal(again["train_loss"], 0.5 + np.arange(9) / 7)
+    later = float(first["attrs"]["merged_at"]) + 1e-3
+    assert merge_shards(surf, 2, since=later) == surf  # a rerun: publishes its own merge
+    assert float(read_surface(surf)["attrs"]["merged_at"]) >= later
+    assert merge_shards(surf, 2) == surf  # task=merge passes no start time: always merges
 
 
 def _merge_ctx(surf: Path, out: Path, count: int = 1) -> RunContext:

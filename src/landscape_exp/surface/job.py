@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from landscape_exp.surface.engine import Measure, compute_surface
 from landscape_exp.surface.measures import LossMeasure, bn_recompute_data
 from landscape_exp.surface.grid import Grid, parse_grid
 from landscape_exp.surface.plane import Plane
-from landscape_exp.surface.sharding import merge_shards, shard_indices, shard_path, worker_shard
+from landscape_exp.surface.sharding import AlreadyMerged, merge_shards, shard_indices, shard_path, worker_shard
 from landscape_exp.surface.store import SurfaceFile, read_surface
 from landscape_exp.surface.weight_space import WeightSpace
 
@@ -146,6 +147,7 @@ def run_surface(ctx: RunContext, *, target: Target, grid: Grid, origin: Origin, 
     them. Returns ``(surface, stats)``: the surface as :func:`read_surface` gives it, or None
     while other shards still have points to compute."""
     s = ctx.settings
+    started = time.time()  # a merge of all shards after this includes this worker's points
     store = SurfaceFile(
         target.store_path, grid, measure.metrics, fingerprint=fingerprint(ctx, grid, origin, plane, measure),
         attrs=attributes(ctx, origin, plane, measure, normalization or plane.info.get("normalization", "none"),
@@ -163,10 +165,14 @@ def run_surface(ctx: RunContext, *, target: Target, grid: Grid, origin: Origin, 
                                 progress=ctx.progress, desc=desc)
     if target.count > 1:
         try:
-            merged = merge_shards(target.path, target.count, require_complete=False)
+            merged = merge_shards(target.path, target.count, require_complete=False, since=started)
         except UserError as e:  # another shard is merging right now, or a shard is inconsistent
             print(f"not merged yet: {e}")
             merged = None
+        except AlreadyMerged as e:  # a worker that finished with this one merged and published
+            print(f"all {target.count} shards done: {e}; its figures and summary.json are in {target.path.parent}")
+            return None, {"shard": target.index, "shard_count": target.count, "shard_file": str(target.store_path),
+                          "merged_by_another": str(target.path), **stats}
         if merged is None:
             return None, {"shard": target.index, "shard_count": target.count, "shard_file": str(target.store_path), **stats}
         print(f"all {target.count} shards done: merged into {target.path}")
@@ -219,7 +225,7 @@ def result_summary(ctx: RunContext, rctx: RunContext, target: Target, summary: d
     cfg["shard"] = {"count": ctx.settings.shard.count}
     with atomic_path(rctx.out_dir / ".hydra" / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    summary = {**summary, "merged_shards": ctx.settings.shard.count}
+    summary = {**summary, "merged_shards": target.count}
     write_json(rctx.out_dir / "summary.json", summary)
     rctx.tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
     print(f"merged surface, figures and summary.json: {rctx.out_dir}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,11 @@ import numpy as np
 
 from landscape_exp.errors import UserError
 from landscape_exp.surface.store import SurfaceFile, fingerprint_diff, grid_of, read_surface
+
+
+class AlreadyMerged(Exception):
+    """Another worker merged the same complete shards after this one started: its merge (figures,
+    summary, W&B run) stands, and this worker must not publish the surface a second time."""
 
 
 def check_shard(count: int, index: int) -> None:
@@ -61,12 +67,17 @@ def shard_paths(surface_path: str | Path, count: int) -> list[Path]:
 
 
 def merge_shards(surface_path: str | Path, count: int, *, require_complete: bool = True,
-                 move_corrupt_aside: bool = False) -> Path | None:
+                 move_corrupt_aside: bool = False, since: float | None = None) -> Path | None:
     """Assemble ``surface_path`` from its ``count`` shard files.
 
     Every shard must exist, share the same fingerprint (config, checkpoint, directions, grid) and
     have computed all of its points; otherwise nothing is written and the reason is raised (or,
     with ``require_complete=False``, ``None`` is returned so the caller can wait for the rest).
+
+    ``since`` (a ``time.time()``): raise :class:`AlreadyMerged` when, under the merged file's
+    lock, it is found complete and merged at or after that time. Shard workers that finish
+    together pass their start time, so exactly one of them merges and publishes, while a later
+    rerun (started after the old merge) merges and publishes again.
     """
     surface_path = Path(surface_path)
     paths = shard_paths(surface_path, count)
@@ -96,6 +107,11 @@ def merge_shards(surface_path: str | Path, count: int, *, require_complete: bool
     out = SurfaceFile(surface_path, grid, metrics, fingerprint=fps[0], attrs=attrs, extra_datasets=extra,
                       move_corrupt_aside=move_corrupt_aside)
     with out:
+        merged_at = out.found_attrs.get("merged_at")
+        if since is not None and merged_at is not None and out.done.all() and float(merged_at) >= since:
+            out.attrs["merged_at"] = merged_at  # open() rewrote the file; keep the true merge time
+            raise AlreadyMerged(f"{str(surface_path)!r} was merged by another worker at {time.ctime(float(merged_at))}")
+        out.attrs["merged_at"] = time.time()
         for i, s in enumerate(shards):
             flat = {m: s[m].ravel() for m in metrics}
             for k in shard_indices(grid.size, count, i):

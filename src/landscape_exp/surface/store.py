@@ -129,6 +129,7 @@ class SurfaceFile:
         self._last_flush = 0.0
         self._flush_cost = 0.0  # seconds the last HDF5 replace took
         self._dirty = False
+        self.found_attrs: dict[str, Any] = {}  # the attributes of the file as open() found it
 
     # -- life cycle ---------------------------------------------------------------------------
     def __enter__(self) -> "SurfaceFile":
@@ -184,6 +185,7 @@ class SurfaceFile:
                 old = json.loads(f.attrs.get("fingerprint", "{}"))
                 diff = fingerprint_diff(old, self.fingerprint)
                 if not diff:
+                    self.found_attrs = decode_attrs(f.attrs)
                     shape = read_grid(f).shape
                     done = np.asarray(f["done"][()], dtype=bool).ravel() if "done" in f else None
                     stored = {m: np.asarray(f[m][()], dtype=np.float64).ravel() for m in self.metrics if m in f}
