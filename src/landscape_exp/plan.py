@@ -29,8 +29,9 @@ def print_plan(ctx: RunContext, dataset: ImageDataset, work: str) -> None:
     except UserError:
         params = "parameters unknown"
     shape = f"{dataset.channels}x{dataset.image_size}x{dataset.image_size}"
+    epochs = s.optim.get("epochs", "?")
     source = f"checkpoint {s.checkpoint}" if s.checkpoint else (
-        f"a checkpoint trained first with optim={s.optim.get('name', '?')} ({s.optim.get('epochs', '?')} epochs, "
+        f"a checkpoint trained first with optim={s.optim.get('name', '?')} ({epochs} epoch{'' if epochs == 1 else 's'}, "
         f"batch {s.optim.get('batch_size', '?')}; reused from the cache when it is there)")
     print(f"plan: {s.task}: {work}\n"
           f"  model {name} ({params}) on {dataset.name} ({len(dataset.train):,} train / {len(dataset.test):,} test images, "
