@@ -120,6 +120,9 @@ def test_benchmark_runs_end_to_end(tmp_path):
     for r in rec["results"]:
         assert r["seconds_per_point"] > 0
         assert np.isclose(r["speedup"], ref / r["seconds_per_point"])
+        # one round: the paired ratio is that round's reference time over the variant's
+        assert np.isclose(r["speedup_paired_median"], rec["results"][0]["rounds"][0] / r["rounds"][0])
+        assert r["speedup_paired_range"] == [r["speedup_paired_median"]] * 2
         assert r["max_rel_loss_error"] < (5e-2 if r["key"] == "bf16" else 1e-5)
     assert set(rec["batch_sweep_seconds"]) == {"16", "32"}
     assert saved["bookkeeping"]["points"] == 36 and saved["load_average_before"] and saved["load_average_after"]
