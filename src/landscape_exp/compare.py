@@ -648,6 +648,41 @@ def comparison_table(models: Sequence[Model], swept: Sequence[str],
     return columns, rows, measures
 
 
+def replicate_keys(swept: Sequence[str], replicates: Sequence[str]) -> list[str]:
+    """The swept keys that are replicates (``task.replicates``, e.g. ``seed``): models that differ
+    only in them are runs of one setting."""
+    return [k for k in swept if k in set(replicates)]
+
+
+def over_replicates(rows: Sequence[Mapping[str, Any]], settings: Sequence[str], values: Sequence[str],
+                    level: float = 0.95) -> list[dict[str, Any]]:
+    """One row per setting (the distinct values of ``settings`` among ``rows``, in first-seen
+    order): ``n`` (replicates with a finite value, per column in ``<k> n``), and for each column in
+    ``values`` the mean over its replicates, ``<k> sd`` (sample standard deviation) and the
+    two-sided ``level`` Student-t interval of the mean as ``<k> ci_low`` / ``<k> ci_high`` (NaN
+    below two finite values). The interval is of the replicates' spread: a measure's own interval
+    within one model is not in it."""
+    from scipy.stats import t as student_t
+
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(_key([r.get(k) for k in settings]), []).append(r)
+    out = []
+    for members in groups.values():
+        row: dict[str, Any] = {k: members[0].get(k) for k in settings}
+        row["n"] = len(members)
+        for k in values:
+            x = np.array([_num(m.get(k)) for m in members])
+            x = x[np.isfinite(x)]
+            mean = float(x.mean()) if len(x) else math.nan
+            sd = float(x.std(ddof=1)) if len(x) > 1 else math.nan
+            half = float(student_t.ppf(0.5 + level / 2, len(x) - 1)) * sd / math.sqrt(len(x)) if len(x) > 1 else math.nan
+            row.update({k: mean, f"{k} sd": sd, f"{k} n": len(x), k + CI_SUFFIXES[0]: mean - half,
+                        k + CI_SUFFIXES[1]: mean + half})
+        out.append(row)
+    return out
+
+
 def pair_table(pairs: Sequence[Run], labels: Mapping[int, str],
                root: Path | None = None) -> tuple[list[str], list[dict[str, Any]]]:
     """One row per job between models (interpolation, plane, curve): its end models and measures
@@ -735,9 +770,13 @@ def _file_name(text: str) -> str:
 
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric: str = "train_loss",
                  plot: PlotSettings | None = None, ignore: Sequence[str] = IGNORE_DEFAULT,
-                 root: str | Path | None = None, min_n: int = MIN_N) -> dict[str, Any]:
+                 root: str | Path | None = None, min_n: int = MIN_N, replicates: Sequence[str] = ("seed",)
+                 ) -> dict[str, Any]:
     """Compare the models of the jobs in ``run_dirs`` and write tables and (with ``plot``) figures
     into ``out_dir``; ``root`` (the sweep directory) shortens the job names in the table.
+    ``replicates``: swept keys whose models are repeats of one setting (seeds): with any swept,
+    a table over them (:func:`over_replicates`: mean, sd, t-interval per setting), and the
+    figures against the other swept parameters draw those means and intervals.
 
     Returns a summary: ``models``, ``jobs``, ``swept``, the written files, the table's
     ``columns``/``rows``, the ``correlations`` and ``spearman/<measure>/<target>`` values.
@@ -795,6 +834,21 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
         pair_csv = write_csv(out / "between_models.csv", pcols, prows)
         md += ["\n## Between models (interpolations, planes, curves: not rows, not in the correlations)\n",
                markdown_table(pcols, prows)]
+    reps = replicate_keys(swept, replicates)
+    settings = [k for k in swept if k not in reps]
+    rep_cols: list[str] = []
+    rep_rows: list[dict[str, Any]] = []
+    rep_csv = None
+    if reps:
+        values = [*METRIC_COLUMNS, *measures]
+        rep_rows = over_replicates(rows, settings, values)
+        rep_cols = [*settings, "n", *[c for k in values for c in (k, f"{k} sd", f"{k} n", *(k + x for x in CI_SUFFIXES))]]
+        rep_csv = write_csv(out / "compare_over_replicates.csv", rep_cols, rep_rows)
+        md += [f"\n## Over {', '.join(reps)}: one row per setting\n",
+               f"n: models of the setting. Each value is the mean over them, `[lo, hi]` the 95% Student-t interval "
+               f"of the mean (from their spread; none below two). Standard deviations and per-value counts: "
+               f"`{rep_csv.name}`.\n",
+               markdown_table([*settings, "n", *(v for v in values if v not in ("train_acc", "test_acc"))], rep_rows)]
     table_md = out / "compare.md"
     with atomic_path(table_md) as tmp:
         tmp.write_text("\n".join(md))
@@ -802,12 +856,17 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
     figures: list[Path] = []
     if plot is not None:
         short = short_names(swept)
-        for k in swept:
-            others = [o for o in swept if o != k]
-            lines = [", ".join(f"{short[o]}={_fmt(r.get(o))}" for o in others) for r in rows]
+        # over replicates: each setting's mean and t-interval against the other swept parameters
+        drawn, against = (rep_rows, settings) if reps else (rows, swept)
+        ns = sorted({r["n"] for r in rep_rows})
+        each = f"n={ns[0]} per setting" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]} per setting, in compare.md"
+        note_ = f"mean over {', '.join(reps)} ({each}), 95% t-interval of the mean" if reps else ""
+        for k in against:
+            others = [o for o in against if o != k]
+            lines = [", ".join(f"{short[o]}={_fmt(r.get(o))}" for o in others) for r in drawn]
             for i, page in enumerate(_pages(["test_error", "gap", *corr_measures])):
-                fig = F.figure_measures_vs_parameter(rows, k, page, lines=lines, name=short[k],
-                                                     line_name=" and ".join(short[o] for o in others))
+                fig = F.figure_measures_vs_parameter(drawn, k, page, lines=lines, name=short[k],
+                                                     line_name=" and ".join(short[o] for o in others), note=note_)
                 figures += save(fig, out / _file_name(f"measures_vs_{short[k]}{_page_suffix(i)}"))
         by = {(c["measure"], c["target"]): c for c in corr}
         for t in TARGETS:
@@ -838,7 +897,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
         "between_columns": pcols, "between_rows": prows,
         "table_csv": str(table_csv), "table_md": str(table_md),
         "correlations_csv": str(corr_csv), "figures": [str(f) for f in figures], "columns": columns,
-        "rows": rows, "correlations": corr,
+        "rows": rows, "correlations": corr, "replicates": reps,
+        "over_replicates_csv": str(rep_csv) if rep_csv else None, "over_replicates_columns": rep_cols,
+        "over_replicates_rows": rep_rows,
     }
     summary.update({f"spearman/{c['measure']}/{c['target']}": c["spearman_rho"] for c in corr})
     return summary

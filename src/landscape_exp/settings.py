@@ -31,7 +31,7 @@ TASK_KEYS: dict[str, tuple[str, ...]] = {
     "surface2d": (*_SURFACE_KEYS, "y"), "plane": (*_SURFACE_KEYS, "y"), "hessian_surface": (*_SURFACE_KEYS, "y"),
     "hessian_trajectory": ("ignore",),
     "trajectory": ("direction_type", "ignore", "num", "margin", "start_epoch", "stride", "surface_figures"),
-    "compare": ("sweep_dir", "runs", "metric", "ignore"),
+    "compare": ("sweep_dir", "runs", "metric", "ignore", "replicates"),
 }
 # Where a user who typed one of these task keys meant a top-level option.
 _TOP_LEVEL_HINTS = {"run_dir": "run_dir=<training run directory>", "checkpoint": "checkpoint=<file>",
@@ -395,13 +395,16 @@ class CompareSettings:
     runs: tuple[str, ...]
     metric: str
     ignore: tuple[str, ...]
+    replicates: tuple[str, ...] = ("seed",)  # swept keys that repeat a setting: aggregated over
 
     @classmethod
     def read(cls, n: _Node) -> CompareSettings:
-        runs, ignore = n.raw("runs"), n.raw("ignore")
+        runs, ignore, reps = n.raw("runs"), n.raw("ignore"), n.raw("replicates")
         runs = [runs] if isinstance(runs, str) else list(runs or [])
         ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
-        return cls(n.path("sweep_dir"), tuple(str(r) for r in runs), n.str("metric"), tuple(str(i) for i in ignore))
+        reps = [reps] if isinstance(reps, str) else list(reps or [])
+        return cls(n.path("sweep_dir"), tuple(str(r) for r in runs), n.str("metric"), tuple(str(i) for i in ignore),
+                   tuple(str(r) for r in reps))
 
 
 # ------------------------------------------------------------------------------------------------

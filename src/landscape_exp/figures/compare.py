@@ -204,11 +204,11 @@ def _x_axis(rows: Sequence[Mapping[str, Any]], param: str) -> tuple[np.ndarray, 
 
 def figure_measures_vs_parameter(rows: Sequence[Mapping[str, Any]], param: str, measures: Sequence[str], *,
                                  lines: Sequence[str] | None = None, name: str | None = None,
-                                 line_name: str = "") -> Figure:
+                                 line_name: str = "", note: str = "") -> Figure:
     """One panel per measure: its value against ``param`` (the rows' values; numbers on a numeric
     axis, log2 when they are powers of two), one line per distinct entry of ``lines`` (the other
     swept values of each row, together called ``line_name``), a measure's confidence interval as
-    error bars."""
+    error bars; ``note`` (what the points and bars are) goes under the title."""
     if not rows:
         raise UserError("no models to draw")
     name = name or param
@@ -239,7 +239,7 @@ def figure_measures_vs_parameter(rows: Sequence[Mapping[str, Any]], param: str, 
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right upper", fontsize=7)
     others = f" (one line per {line_name})" if legend and line_name else ""
-    fig.suptitle(wrap(f"each measure against {name}{others}", 100), fontsize=10)
+    fig.suptitle(wrap(f"each measure against {name}{others}" + (f"\n{note}" if note else ""), 100), fontsize=10)
     return fig
 
 

@@ -27,7 +27,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     if not paths:
         raise UserError(f"the compare job's own directory {str(out)!r} is the only run found; give other runs")
     print(f"compare: {len(paths)} jobs -> {out}")
-    summary = compare_runs(paths, out, metric=c.metric, plot=ctx.settings.plot, ignore=list(c.ignore), root=sweep)
+    summary = compare_runs(paths, out, metric=c.metric, plot=ctx.settings.plot, ignore=list(c.ignore), root=sweep,
+                           replicates=list(c.replicates))
 
     rows, swept = summary["rows"], summary["swept"]
     measures = [k for k in summary["columns"] if k not in ("model", "source", "jobs", "checkpoint", *swept, *METRIC_COLUMNS)
@@ -43,6 +44,15 @@ def run(ctx: RunContext) -> dict[str, Any]:
         print(f"compare: between models (not rows): {summary['between_models_csv']}")
         shown = [k for k in pcols[2:-1] if "location" not in k][:SHOWN_MEASURES]  # heights before where they are
         print(text_table(pcols[:2] + shown, summary["between_rows"]))
+    if summary["replicates"]:  # seeds: each setting's mean and t-interval over them
+        reps, rep_rows = summary["replicates"], summary["over_replicates_rows"]
+        settings = [k for k in swept if k not in reps]
+        ci = [k for k in ("test_error", "gap", *heights[:SHOWN_MEASURES - 2]) if k in summary["over_replicates_columns"]]
+        print(f"compare: over {', '.join(reps)}: {len(rep_rows)} settings (mean [95% t-interval]; "
+              f"{summary['over_replicates_csv']})")
+        print(text_table([*settings, "n", *ci], [{**r, **{k: _with_ci(r, k) for k in ci}} for r in rep_rows]))
+        ctx.tracker.log_table("compare/over_replicates", summary["over_replicates_columns"],
+                              [[r.get(k) for k in summary["over_replicates_columns"]] for r in rep_rows])
     corrs = summary["correlations"]
     computed = [x for x in corrs if x["spearman_rho"] == x["spearman_rho"]]  # not NaN
     for x in computed:
@@ -60,3 +70,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
         ctx.tracker.log_table("compare/correlations", ccols, [[r[k] for k in ccols] for r in summary["correlations"]])
     print(f"compare: table {summary['table_md']}; figures {', '.join(str(f) for f in figs if f.suffix == '.png') or 'none'}")
     return summary
+
+
+def _with_ci(row: dict[str, Any], k: str) -> str:
+    """``0.123 [0.1, 0.15]`` for the console (no interval below two replicates)."""
+    lo, hi = row.get(f"{k} ci_low"), row.get(f"{k} ci_high")
+    text = f"{row.get(k, float('nan')):.4g}"
+    return text + (f" [{lo:.3g}, {hi:.3g}]" if lo == lo and hi == hi else "")  # not NaN
