@@ -107,11 +107,14 @@ def test_compare_a_multirun(runs, tmp_path):
     summary = _compare(root, out, [f"task.sweep_dir={sweep}"])
     assert summary["models"] == 2 and summary["jobs"] == 2
     assert (out / "compare_2d.png").read_bytes()[:4] == b"\x89PNG" and (out / "compare_2d.pdf").is_file()
-    assert (out / "measures_vs_seed.png").is_file() and (out / "measures_vs_gap.png").is_file()
+    assert (out / "measures_vs_gap.png").is_file()
     assert not (out / "compare_1d.png").exists()  # no 1D runs
-    assert summary["swept"] == ["seed"]
+    assert summary["swept"] == ["seed"] and summary["replicates"] == ["seed"]
+    assert not (out / "measures_vs_seed.png").exists()  # seeds are replicates: nothing is drawn against them
     rows = _read_csv(out / "compare.csv")
     assert [r["model"] for r in rows] == ["seed=0", "seed=1"] and [r["jobs"] for r in rows] == ["0", "1"]
+    (rep,) = _read_csv(out / "compare_over_replicates.csv")  # one setting, its two seeds
+    assert rep["n"] == "2" and float(rep["gap"]) == np.mean([float(r["gap"]) for r in rows])
     for r in rows:
         own = _own_numbers(sweep / r["jobs"])
         assert r["source"] == "surface centre"
@@ -179,8 +182,8 @@ def test_compare_a_study_of_named_jobs_in_stages(runs, tmp_path):
                                          "lines/surface1d_seed1; surfaces/surface2d_seed1"]
     for r, seed in zip(rows, (0, 1)):
         assert r["source"] == "surface centre" and float(r["gap"]) == _own_numbers(sweep / str(seed))["gap"]
-    png = out / "measures_vs_seed.png"
-    assert png.is_file() and plt_image_std(png) > 0.05
+    png = out / "measures_vs_gap.png"  # one point per model (the seed is a replicate: no figure against it)
+    assert png.is_file() and plt_image_std(png) > 0.05 and not (out / "measures_vs_seed.png").exists()
 
 
 def plt_image_std(png: Path) -> float:

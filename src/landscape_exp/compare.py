@@ -858,9 +858,11 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric:
         short = short_names(swept)
         # over replicates: each setting's mean and t-interval against the other swept parameters
         drawn, against = (rep_rows, settings) if reps else (rows, swept)
-        ns = sorted({r["n"] for r in rep_rows})
-        each = f"n={ns[0]} per setting" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]} per setting, in compare.md"
-        note_ = f"mean over {', '.join(reps)} ({each}), 95% t-interval of the mean" if reps else ""
+        note_ = ""
+        if reps:
+            ns = sorted({r["n"] for r in rep_rows})
+            each = f"n={ns[0]} per setting" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]} per setting, in compare.md"
+            note_ = f"mean over {', '.join(reps)} ({each}), 95% t-interval of the mean"
         for k in against:
             others = [o for o in against if o != k]
             lines = [", ".join(f"{short[o]}={_fmt(r.get(o))}" for o in others) for r in drawn]
