@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+
+# When this process began (its module import): a surface merged by a sibling worker after this is
+# one this worker need not publish again (surface.job.run_surface).
+_PROCESS_STARTED = time.time()
 
 
 def _unescape(override: str) -> str:
@@ -53,7 +59,7 @@ def _job_info(cfg: DictConfig) -> dict:
     multirun = hc.mode == RunMode.MULTIRUN
     overrides = [_unescape(o) for o in hc.overrides.task]
     # the W&B display name: the overrides as typed (Hydra's override_dirname escapes ':' and '=')
-    info = {"name": " ".join(overrides) or str(cfg.task.name), "multirun": multirun}
+    info = {"name": " ".join(overrides) or str(cfg.task.name), "multirun": multirun, "process_started": _PROCESS_STARTED}
     if multirun:
         sweep_dir = Path(str(hc.sweep.dir))
         job_dir = Path(hc.runtime.output_dir)

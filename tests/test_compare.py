@@ -273,3 +273,20 @@ def test_finding_runs(runs, tmp_path, capsys):
     assert find_runs(tmp_path) == [tmp_path / "1"]
     assert re.search(r"note: skipping .*/0'.*no summary.json", capsys.readouterr().out)
     assert find_runs(None, [singles[0], singles[0]]) == [singles[0]]  # listed twice, compared once
+
+
+def test_many_overlaid_models_keep_distinct_colours():
+    """Past ten models matplotlib's cycle repeats; the overlay gives each of 15 and of 25 curves a colour of its own."""
+    from matplotlib.colors import to_rgba
+
+    from landscape_exp.compare import Run
+    from landscape_exp.figures.compare import figure_overlay_1d
+
+    x = np.linspace(-1, 1, 5)
+    for n in (15, 25):
+        runs = [Run(Path(f"/r{i}"), f"r{i}", {}, {}, {"x": x, "y": None, "train_loss": (1 + i) * x**2, "done": np.ones(5, bool)})
+                for i in range(n)]
+        fig = figure_overlay_1d(runs, labels=[f"m{i}" for i in range(n)])
+        solid = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "-"]
+        assert len(solid) == n and len({to_rgba(ln.get_color()) for ln in solid}) == n
+        assert np.array_equal(solid[3].get_ydata(), 4 * x**2)  # each line its own run's values

@@ -250,6 +250,33 @@ def test_workers_finishing_together_merge_once(tmp_path: Path) -> None:
     assert merge_shards(surf, 2) == surf  # task=merge passes no start time: always merges
 
 
+def test_a_late_sibling_worker_does_not_publish_the_surface_again(tmp_path: Path, lenet_ckpt: Path) -> None:
+    """The shard jobs of one surface, in process: the job that completes the set merges and publishes;
+    a sibling started with it (``process_started`` before the merge) that gets to the end later,
+    with nothing left to compute, stands aside; a rerun started after the merge publishes again."""
+    from landscape_exp.app import run_job
+
+    surf = tmp_path / "s" / "surface.h5"
+    base = ["task=surface1d", "x=-1:1:5", f"checkpoint={lenet_ckpt}", f"surf_file={surf}", "shard.count=2",
+            "plot.enabled=false", "sharpness=none"]
+
+    def shard(i: int, started: float, name: str) -> dict:
+        cfg = compose_cfg(tmp_path, [*base, f"shard.index={i}"])
+        return run_job(cfg, output_dir=tmp_path / name, job={"name": name, "multirun": False, "process_started": started})
+
+    t0 = time.time()
+    first = shard(0, t0, "a0")
+    assert "merged_into" not in first and "merged_by_another" not in first  # shard 1 missing
+    last = shard(1, t0, "a1")
+    assert last["merged_into"] == str(surf.parent)
+    merged_at = read_surface(surf)["attrs"]["merged_at"]
+    late = shard(0, t0, "a0-late")  # the sibling, started with the others, reaching its merge only now
+    assert late["merged_by_another"] == str(surf) and "merged_into" not in late
+    assert read_surface(surf)["attrs"]["merged_at"] == merged_at
+    rerun = shard(0, time.time(), "b0")  # a new run of a shard: merges and publishes once more
+    assert rerun["merged_into"] == str(surf.parent) and read_surface(surf)["attrs"]["merged_at"] > merged_at
+
+
 def _merge_ctx(surf: Path, out: Path, count: int = 1) -> RunContext:
     cfg = compose_cfg(out, ["task=merge", f"surf_file={surf}", f"shard.count={count}", "plot.enabled=false"])
     settings = Settings.from_config(OmegaConf.to_container(cfg, resolve=True))

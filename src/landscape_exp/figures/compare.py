@@ -34,6 +34,18 @@ if TYPE_CHECKING:
 __all__ = ["figure_contour_grid", "figure_measures_vs_parameter", "figure_measures_vs_target", "figure_overlay_1d"]
 
 
+def distinct_colours(n: int) -> list[Any]:
+    """``n`` colours that tell ``n`` lines apart: matplotlib's ten cycle colours, ``tab20`` up to
+    twenty, past that evenly spaced along ``turbo`` (the cycle would repeat after ten)."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["turbo"](x) for x in np.linspace(0.03, 0.97, n)]
+
+
 def figure_overlay_1d(runs: Sequence[Run], *, metric: str = "train_loss", labels: Sequence[str] | None = None,
                       log: bool = False, loss_max: float | None = None, title: str | None = None) -> Figure:
     """The 1D curves of ``runs`` overlaid, one colour per run: ``metric`` solid and the same
@@ -51,8 +63,9 @@ def figure_overlay_1d(runs: Sequence[Run], *, metric: str = "train_loss", labels
     has_acc = is_loss and any(k in r.surface for r in one_d for k in ("train_acc", "test_acc"))
     fig = new_figure((11.0, 4.6) if has_acc else (6.4, 4.6))
     axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
+    colours = distinct_colours(len(one_d))
     for i, (r, lab) in enumerate(zip(one_d, labels)):
-        s, col = r.surface, f"C{i % 10}"
+        s, col = r.surface, colours[i]
         x = np.asarray(s["x"], dtype=float)
         panels = [(metric, axes[0], "-", lab), (other, axes[0], "--", None)]
         if has_acc:
@@ -217,6 +230,7 @@ def figure_measures_vs_parameter(rows: Sequence[Mapping[str, Any]], param: str, 
     x, ticks, tick_labels, log2 = _x_axis(rows, param)
     legend = len(groups) > 1
     fig, axes = _panels(len(measures), legend=legend)
+    colours = distinct_colours(len(groups))
     for ax, m in zip(axes, measures):
         y = np.array([_num(r.get(m)) for r in rows])
         err = _errors(rows, m, y)
@@ -224,7 +238,7 @@ def figure_measures_vs_parameter(rows: Sequence[Mapping[str, Any]], param: str, 
             idx = np.array([j for j, lab in enumerate(lines) if lab == g])
             idx = idx[np.argsort(x[idx], kind="stable")]
             e = err[:, idx] if err is not None else None
-            ax.errorbar(x[idx], y[idx], yerr=e, color=f"C{i % 10}", marker="o", markersize=4, linewidth=1.4,
+            ax.errorbar(x[idx], y[idx], yerr=e, color=colours[i], marker="o", markersize=4, linewidth=1.4,
                         capsize=3 if e is not None else 0, label=g or None)
         if log2:
             ax.set_xscale("log", base=2)

@@ -147,7 +147,9 @@ def run_surface(ctx: RunContext, *, target: Target, grid: Grid, origin: Origin, 
     them. Returns ``(surface, stats)``: the surface as :func:`read_surface` gives it, or None
     while other shards still have points to compute."""
     s = ctx.settings
-    started = time.time()  # a merge of all shards after this includes this worker's points
+    # A merge of all shards after this process began includes this worker's points, whatever this
+    # worker still had to do: its sibling workers (started with it) may be much faster to get here.
+    started = float(ctx.job.get("process_started", time.time()))
     store = SurfaceFile(
         target.store_path, grid, measure.metrics, fingerprint=fingerprint(ctx, grid, origin, plane, measure),
         attrs=attributes(ctx, origin, plane, measure, normalization or plane.info.get("normalization", "none"),
