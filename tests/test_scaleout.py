@@ -250,7 +250,7 @@ def test_workers_finishing_together_merge_once(tmp_path: Path) -> None:
     assert merge_shards(surf, 2) == surf  # task=merge passes no start time: always merges
 
 
-def test_a_late_sibling_worker_does_not_publish_the_surface_again(tmp_path: Path, lenet_ckpt: Path) -> None:
+def test_a_late_sibling_worker_does_not_publish_the_surface_again(tmp_path: Path, lenet_ckpt: Path, capsys) -> None:
     """The shard jobs of one surface, in process: the job that completes the set merges and publishes;
     a sibling started with it (``process_started`` before the merge) that gets to the end later,
     with nothing left to compute, stands aside; a rerun started after the merge publishes again."""
@@ -267,11 +267,13 @@ def test_a_late_sibling_worker_does_not_publish_the_surface_again(tmp_path: Path
     t0 = time.time()
     first = shard(0, t0, "a0")
     assert "merged_into" not in first and "merged_by_another" not in first  # shard 1 missing
+    assert f"shard 0 of 2 done; other shards still have points to compute, and the one that completes the set merges them into {surf}" in capsys.readouterr().out
     last = shard(1, t0, "a1")
     assert last["merged_into"] == str(surf.parent)
     merged_at = read_surface(surf)["attrs"]["merged_at"]
     late = shard(0, t0, "a0-late")  # the sibling, started with the others, reaching its merge only now
     assert late["merged_by_another"] == str(surf) and "merged_into" not in late
+    assert "all 2 shards done: " in (out := capsys.readouterr().out) and "was merged by another worker at" in out
     assert read_surface(surf)["attrs"]["merged_at"] == merged_at
     rerun = shard(0, time.time(), "b0")  # a new run of a shard: merges and publishes once more
     assert rerun["merged_into"] == str(surf.parent) and read_surface(surf)["attrs"]["merged_at"] > merged_at

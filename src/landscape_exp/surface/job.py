@@ -168,6 +168,9 @@ def run_surface(ctx: RunContext, *, target: Target, grid: Grid, origin: Origin, 
     if target.count > 1:
         try:
             merged = merge_shards(target.path, target.count, require_complete=False, since=started)
+            if merged is None:
+                print(f"{s.task}: shard {target.index} of {target.count} done; other shards still have points to "
+                      f"compute, and the one that completes the set merges them into {target.path}")
         except UserError as e:  # another shard is merging right now, or a shard is inconsistent
             print(f"not merged yet: {e}")
             merged = None
