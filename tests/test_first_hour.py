@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
-from conftest import ROOT, compose_cfg, run_cli
+from conftest import compose_cfg, run_cli
 from omegaconf import OmegaConf
 
 from landscape_exp.app import run_job
@@ -78,7 +79,10 @@ def test_run_log_holds_the_messages_no_lock_is_left_and_the_adopted_model_is_rec
 
 
 def test_files_given_by_mistake_and_unset_required_settings_are_one_line(tmp_path: Path) -> None:
-    surface = ROOT / "tests" / "data" / "pre_restructure" / "surface2d_complete.h5"
+    surface = tmp_path / "surface2d.h5"  # a surface file given where the checkpoint goes
+    with h5py.File(surface, "w") as f:
+        f.create_dataset("xcoordinates", data=np.linspace(-1, 1, 5))
+        f.create_dataset("train_loss", data=np.ones(5))
     with pytest.raises(UserError, match="is an HDF5 file .* not a torch checkpoint") as e:
         run_job(compose_cfg(tmp_path, ["task=surface1d", f"checkpoint={surface}", *TINY]),
                 output_dir=tmp_path / "a", job={})
