@@ -26,7 +26,7 @@ from landscape_exp.resources import check_writable, cpu_threads
 from landscape_exp.settings import Settings
 from landscape_exp.storage import write_json
 from landscape_exp.tasks import get_task
-from landscape_exp.tracking import make_tracker, run_id_for
+from landscape_exp.tracking import make_tracker, run_id_for, tracked_summary
 
 # tasks whose work the workers of one job (submitit tasks_per_node) split as shards of a surface
 SHARDED_TASKS = ("surface1d", "surface2d", "interp1d", "plane")
@@ -142,17 +142,6 @@ def interrupted_message(output_dir: str | Path, cfg: DictConfig | Mapping[str, A
     if last.is_file():
         parts.append(f"training up to the last finished epoch in {last}")
     return ", ".join(parts) if parts else f"nothing finished yet in {out}"
-
-
-def tracked_summary(summary: dict[str, Any]) -> dict[str, Any]:
-    """What of ``summary.json`` goes to the tracker's run summary: the plain numbers and strings, and
-    the ``measures`` (barriers, flatness, ... with their intervals), which the tracker flattens to
-    ``measures/<name>/value``, ``.../ci_low``, ``.../ci_high`` so W&B can chart them across a sweep."""
-    out = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
-    if isinstance(summary.get("measures"), dict):
-        out["measures"] = {name: {k: v for k, v in entry.items() if v is not None}
-                           for name, entry in summary["measures"].items() if isinstance(entry, dict)}
-    return out
 
 
 def closing_line(task_name: str, out: Path, summary: dict[str, Any]) -> str:

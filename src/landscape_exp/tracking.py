@@ -145,6 +145,17 @@ def flatten_mapping(values: Mapping[str, Any], prefix: str = "") -> dict[str, An
     return out
 
 
+def tracked_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """What of ``summary.json`` goes to the tracker's run summary: the plain numbers and strings, and
+    the ``measures`` (barriers, flatness, ... with their intervals), which the tracker flattens to
+    ``measures/<name>/value``, ``.../ci_low``, ``.../ci_high`` so W&B can chart them across a sweep."""
+    out = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+    if isinstance(summary.get("measures"), dict):
+        out["measures"] = {name: {k: v for k, v in entry.items() if v is not None}
+                           for name, entry in summary["measures"].items() if isinstance(entry, dict)}
+    return out
+
+
 class WandbTracker(Tracker):
     """A live W&B run; every call is guarded (a failure is one warning, the job goes on)."""
 

@@ -23,7 +23,7 @@ from landscape_exp.plan import surface_cheaper, timed_points
 from landscape_exp.provenance import file_sha256, tensors_sha256, versions
 from landscape_exp.resources import check_surface_resources
 from landscape_exp.storage import atomic_path, write_json
-from landscape_exp.tracking import make_tracker, run_id_for
+from landscape_exp.tracking import make_tracker, run_id_for, tracked_summary
 from landscape_exp.data import ImageDataset
 from landscape_exp.surface.engine import Measure, compute_surface
 from landscape_exp.surface.measures import LossMeasure, bn_recompute_data
@@ -232,7 +232,7 @@ def result_summary(ctx: RunContext, rctx: RunContext, target: Target, summary: d
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     summary = {**summary, "merged_shards": target.count}
     write_json(rctx.out_dir / "summary.json", summary)
-    rctx.tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    rctx.tracker.summary(tracked_summary(summary))  # measures too, as every job's run gets them
     print(f"merged surface, figures and summary.json: {rctx.out_dir}")
     # the target's shard, not shard.index: the workers of one job take their shards by rank
     return {**stats, "shard": target.index, "shard_count": target.count, "merged_into": str(rctx.out_dir)}
