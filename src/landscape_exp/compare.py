@@ -726,20 +726,22 @@ def _md_cell(v: Any) -> str:
     return str(v).replace("|", "\\|")
 
 
+def value_with_ci(row: Mapping[str, Any], c: str) -> str:
+    """Column ``c`` of ``row`` as text, ``value [lo, hi]`` where the row has ``<c> ci_low`` /
+    ``<c> ci_high`` (an interval that is NaN at both ends, as over a single replicate, is none)."""
+    text = _md_cell(row.get(c))
+    lo, hi = row.get(c + CI_SUFFIXES[0]), row.get(c + CI_SUFFIXES[1])
+    if (lo is not None or hi is not None) and not (math.isnan(_num(lo)) and math.isnan(_num(hi))):
+        text += f" [{_md_cell(lo) or '?'}, {_md_cell(hi) or '?'}]"
+    return text
+
+
 def markdown_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table; a column whose ``<c> ci_low``/``<c> ci_high`` are in the rows shows as
     ``value [lo, hi]`` (the CI columns themselves are not shown)."""
     shown = [c for c in columns if not c.endswith(CI_SUFFIXES)]
-
-    def cell(r: Mapping[str, Any], c: str) -> str:
-        text = _md_cell(r.get(c))
-        lo, hi = r.get(c + CI_SUFFIXES[0]), r.get(c + CI_SUFFIXES[1])
-        if lo is not None or hi is not None:
-            text += f" [{_md_cell(lo) or '?'}, {_md_cell(hi) or '?'}]"
-        return text
-
     lines = ["| " + " | ".join(shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
-    lines += ["| " + " | ".join(cell(r, c) for c in shown) + " |" for r in rows]
+    lines += ["| " + " | ".join(value_with_ci(r, c) for c in shown) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

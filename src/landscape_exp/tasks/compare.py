@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from landscape_exp.compare import METRIC_COLUMNS, compare_runs, find_runs, stats_text, text_table
+from landscape_exp.compare import METRIC_COLUMNS, compare_runs, find_runs, stats_text, text_table, value_with_ci
 from landscape_exp.context import RunContext
 from landscape_exp.errors import UserError
 
@@ -50,7 +50,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         ci = [k for k in ("test_error", "gap", *heights[:SHOWN_MEASURES - 2]) if k in summary["over_replicates_columns"]]
         print(f"compare: over {', '.join(reps)}: {len(rep_rows)} settings (mean [95% t-interval]; "
               f"{summary['over_replicates_csv']})")
-        print(text_table([*settings, "n", *ci], [{**r, **{k: _with_ci(r, k) for k in ci}} for r in rep_rows]))
+        print(text_table([*settings, "n", *ci], [{**r, **{k: value_with_ci(r, k) for k in ci}} for r in rep_rows]))
         ctx.tracker.log_table("compare/over_replicates", summary["over_replicates_columns"],
                               [[r.get(k) for k in summary["over_replicates_columns"]] for r in rep_rows])
     corrs = summary["correlations"]
@@ -71,9 +71,3 @@ def run(ctx: RunContext) -> dict[str, Any]:
     print(f"compare: table {summary['table_md']}; figures {', '.join(str(f) for f in figs if f.suffix == '.png') or 'none'}")
     return summary
 
-
-def _with_ci(row: dict[str, Any], k: str) -> str:
-    """``0.123 [0.1, 0.15]`` for the console (no interval below two replicates)."""
-    lo, hi = row.get(f"{k} ci_low"), row.get(f"{k} ci_high")
-    text = f"{row.get(k, float('nan')):.4g}"
-    return text + (f" [{lo:.3g}, {hi:.3g}]" if lo == lo and hi == hi else "")  # not NaN
