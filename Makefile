@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) run.py
 
+# Two pytest-xdist workers, one per core of the 2-core CI machine: much of the suite waits on
+# run.py start-ups and Slurm, which the other worker overlaps (8 minutes instead of 11). The Slurm
+# tests share one worker (tests/conftest.py); `pytest -n 0` runs everything in one process.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_surface.py

@@ -117,3 +117,12 @@ def run_cli(args: Sequence[str], cwd: Path, *, timeout: float = 300, extra_env: 
     if popen:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs two workers), the tests that submit to the one
+    single-node Slurm cluster run on one worker, one after another: two of them at once would
+    queue behind each other's jobs on its two CPUs."""
+    for item in items:
+        if item.get_closest_marker("slurm") is not None:
+            item.add_marker(pytest.mark.xdist_group("slurm"))

@@ -27,6 +27,10 @@ from landscape_exp.errors import UserError
 
 from conftest import ROOT, compose_cfg, run_cli
 
+# One pytest-xdist worker runs this whole module, so that its module fixture's sweep runs once, not once per
+# worker.
+pytestmark = pytest.mark.xdist_group("compare")
+
 TINY = ["model=mlp", "model.hidden=[16]", "dataset=digits", "optim.epochs=1", "x=-1:1:5", "progress=false",
         "plot.enabled=false"]
 

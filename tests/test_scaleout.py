@@ -31,6 +31,10 @@ from landscape_exp.tasks import merge as merge_task
 from landscape_exp.context import RunContext
 from landscape_exp.settings import Settings
 
+# One pytest-xdist worker runs this whole module, so that the checkpoint its runs share (one cache for
+# the module) is trained once, not once per worker.
+pytestmark = pytest.mark.xdist_group("scaleout")
+
 # 80 points: three shards of 27, 27 and 26; both splits, so test metrics are merged too.
 GRID = ["x=-1:1:10", "y=-1:1:8"]
 NPOINTS = 80

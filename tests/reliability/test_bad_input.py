@@ -28,6 +28,10 @@ from landscape_exp.surface.grid import parse_grid
 from landscape_exp.models import build_model
 from landscape_exp.surface.store import SurfaceFile
 
+# One pytest-xdist worker runs this whole module, so that its module fixture, which runs every bad-input case
+# through run.py, runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group("bad_input")
+
 QUIET = ["logger=none", "progress=false", "plot.enabled=false"]
 GRID3 = ["x=-1:1:3", "y=-1:1:3"]
 # Nothing listens on port 9 of this host: every download fails at once, with or without network.

@@ -285,6 +285,10 @@ importlib.import_module(name); subprocess.run(cmd, shell=True)
     safe = """
 import torch, numpy as np
 from omegaconf import OmegaConf
+
+# One pytest-xdist worker runs this whole module, so that its module fixture, which runs run.py on the malicious
+# files, runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group("security")
 model.eval(); torch.compile(model); torch.load(p, map_location="cpu", weights_only=True)
 np.load(p); np.load(p, allow_pickle=False); OmegaConf.load(p); OmegaConf.to_container(c, resolve=True)
 """
