@@ -14,7 +14,7 @@ from landscape_exp.data import ImageDataset
 from landscape_exp.context import eval_batch_size
 from landscape_exp.models import build_model
 from landscape_exp.precision import Precision, resolve_precision
-from landscape_exp.settings import EvalSettings, _Node
+from landscape_exp.settings import EvalSettings, Section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def configured_defaults(device: torch.device) -> tuple[Precision, EvalSettings]:
     p = OmegaConf.load(ROOT / "conf" / "precision" / "auto.yaml")
     cfg = OmegaConf.load(ROOT / "conf" / "config.yaml")
     return (resolve_precision(p.mode, p.channels_last, p.compile, device, fold_bn=p.fold_bn),
-            EvalSettings.read(_Node(OmegaConf.to_container(cfg.eval), "eval")))
+            EvalSettings.read(Section(OmegaConf.to_container(cfg.eval), "eval")))
 
 
 def configured_batch(name: str, ev: EvalSettings, device: torch.device, channels: int = 3, size: int = 32) -> int:

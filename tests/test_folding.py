@@ -219,11 +219,11 @@ def test_batch_for_memory_and_largest_output():
 def test_precision_defaults_come_from_the_config():
     from omegaconf import OmegaConf
 
-    from landscape_exp.settings import PrecisionSettings, _Node
+    from landscape_exp.settings import PrecisionSettings, Section
 
     for mode in ("auto", "fp32", "tf32", "bf16"):
         p = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "precision" / f"{mode}.yaml"))
-        assert PrecisionSettings.read(_Node(p, "precision")).fold_bn is True
+        assert PrecisionSettings.read(Section(p, "precision")).fold_bn is True
     auto = resolve_precision("auto", None, False, torch.device("cpu"), fold_bn=True)
     assert auto.mode == "fp32" and auto.fold_bn and auto.channels_last and auto.dtype is None
     assert resolve_precision("bf16", True, False, torch.device("cpu")).dtype == torch.bfloat16

@@ -42,7 +42,7 @@ _TOP_LEVEL_HINTS = {"run_dir": "run_dir=<training run directory>", "checkpoint":
 # reading values
 
 
-class _Node:
+class Section:
     """One config section with checked getters; errors name the full key."""
 
     def __init__(self, data: Any, prefix: str):
@@ -66,8 +66,8 @@ class _Node:
             raise UserError(f"{self.key(k)} is required; set it with {self.key(k)}=...")
         return v
 
-    def node(self, k: str) -> _Node:
-        return _Node(self.raw(k), self.key(k))
+    def node(self, k: str) -> Section:
+        return Section(self.raw(k), self.key(k))
 
     def int(self, k: str, minimum: int | None = None, null: bool = False) -> Any:
         v = self.raw(k)
@@ -139,7 +139,7 @@ class EvalSettings:
         return int(self.batch_memory_mib.get(device.type, self.batch_memory_mib["cpu"]) * 2**20)
 
     @classmethod
-    def read(cls, n: _Node) -> EvalSettings:
+    def read(cls, n: Section) -> EvalSettings:
         from landscape_exp.evaluation import LOSSES
 
         splits = n.raw("splits")
@@ -177,7 +177,7 @@ class PlotSettings:
     overlay: tuple[str, ...]
 
     @classmethod
-    def read(cls, n: _Node) -> PlotSettings:
+    def read(cls, n: Section) -> PlotSettings:
         from landscape_exp.figures import HTML_PLOTLYJS, LEVEL_MODES, MAX_VTP_INTERP
 
         interp = n.int("vtp_interp", 0)
@@ -210,7 +210,7 @@ class DirectionSettings:
     seeds: tuple[int, ...] | None = None  # surface1d: one random direction per seed, then their spread
 
     @classmethod
-    def read(cls, n: _Node, task: _Node, normalization: _Node, needs_file: bool) -> DirectionSettings:
+    def read(cls, n: Section, task: Section, normalization: Section, needs_file: bool) -> DirectionSettings:
         kind = n.raw("type") if n.raw("type") is not None else (task.raw("direction_type") if task.has("direction_type") else "weights")
         if kind not in DIRECTION_TYPES:
             raise choice_error("direction.type", kind, DIRECTION_TYPES)
@@ -251,7 +251,7 @@ class ShardSettings:
     index: int
 
     @classmethod
-    def read(cls, n: _Node) -> ShardSettings:
+    def read(cls, n: Section) -> ShardSettings:
         count, index = n.int("count"), n.int("index")
         if count < 1 or not 0 <= index < count:
             raise UserError(f"bad shard: shard.count={count} shard.index={index}; need count >= 1 and 0 <= index < count")
@@ -268,7 +268,7 @@ class PrecisionSettings:
     fold_bn: bool
 
     @classmethod
-    def read(cls, n: _Node) -> PrecisionSettings:
+    def read(cls, n: Section) -> PrecisionSettings:
         from landscape_exp.precision import MODES
 
         cl = n.raw("channels_last")
@@ -285,7 +285,7 @@ class PathSettings:
     output_dir: str
 
     @classmethod
-    def read(cls, n: _Node) -> PathSettings:
+    def read(cls, n: Section) -> PathSettings:
         return cls(*(str(n.raw(k)) for k in ("root", "data_dir", "cache_dir", "output_dir")))
 
 
@@ -315,7 +315,7 @@ class HessianSettings:
                 "tol": s.tol, "max_iter": s.max_iter, **extra}
 
     @classmethod
-    def read(cls, n: _Node) -> HessianSettings:
+    def read(cls, n: Section) -> HessianSettings:
         from landscape_exp.hvp import CURVATURES
 
         seed = n.int("seed", 0)
@@ -348,7 +348,7 @@ class ConnectSettings:
     schedule: str = ""
 
     @classmethod
-    def read(cls, n: _Node, train: bool) -> ConnectSettings:
+    def read(cls, n: Section, train: bool) -> ConnectSettings:
         from landscape_exp.curves import CURVES
 
         num = n.raw("num_points")
@@ -373,7 +373,7 @@ class TrajectorySettings:
     checkpoints: tuple[str, ...] | None
 
     @classmethod
-    def read(cls, task: _Node, top: _Node) -> TrajectorySettings:
+    def read(cls, task: Section, top: Section) -> TrajectorySettings:
         num, margin = task.int("num"), task.float("margin")
         if num < 2 or not margin >= 0:
             raise UserError(f"task.num={num} must be >= 2 and task.margin={margin} >= 0")
@@ -398,7 +398,7 @@ class CompareSettings:
     replicates: tuple[str, ...] = ("seed",)  # swept keys that repeat a setting: aggregated over
 
     @classmethod
-    def read(cls, n: _Node) -> CompareSettings:
+    def read(cls, n: Section) -> CompareSettings:
         runs, ignore, reps = n.raw("runs"), n.raw("ignore"), n.raw("replicates")
         runs = [runs] if isinstance(runs, str) else list(runs or [])
         ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
@@ -447,7 +447,7 @@ class Settings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
         """Read a resolved config (``OmegaConf.to_container(cfg, resolve=True)``)."""
-        top = _Node(config, "")
+        top = Section(config, "")
         task_node = top.node("task")
         name = task_node.str("name")
         if name not in TASK_KEYS:
@@ -470,7 +470,7 @@ class Settings:
             shard=ShardSettings.read(top.node("shard")), eval=EvalSettings.read(top.node("eval")),
             plot=PlotSettings.read(top.node("plot")),
             # compare's task.ignore lists config keys, not tensors: no direction defaults there
-            direction=DirectionSettings.read(top.node("direction"), task_node if name != "compare" else _Node({}, "task"),
+            direction=DirectionSettings.read(top.node("direction"), task_node if name != "compare" else Section({}, "task"),
                                              top.node("normalization"), uses_directions),
             precision=PrecisionSettings.read(top.node("precision")),
             sharpness=SharpnessSettings.from_mapping(sharp if isinstance(sharp, Mapping) else {}),
@@ -496,7 +496,7 @@ class Settings:
                 "seed": self.seed + seed_offset, "loss": self.eval.loss}
 
 
-def _progress(top: _Node) -> bool:
+def _progress(top: Section) -> bool:
     from landscape_exp.console import progress_wanted
 
     v = top.raw("progress")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from landscape_exp.errors import UserError, choice_error
+from landscape_exp.provenance import file_sha256
 
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -276,13 +277,8 @@ class WandbTracker(Tracker):
 
 
 def _files_digest(files: Sequence[Path]) -> str:
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode())
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    """One hash over the files' names and contents (a renamed file is a change too)."""
+    return hashlib.sha256("".join(f"{p.name}\0{file_sha256(p)}\n" for p in files).encode()).hexdigest()
 
 
 def _cell(v: Any) -> Any:
