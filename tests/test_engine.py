@@ -25,8 +25,8 @@ from landscape_exp.surface.weight_space import WeightSpace
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_surface", ROOT / "benchmarks" / "bench_surface.py")
+def _bench(name: str = "bench_surface"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
@@ -126,3 +126,31 @@ def test_benchmark_runs_end_to_end(tmp_path):
         assert r["max_rel_loss_error"] < (5e-2 if r["key"] == "bf16" else 1e-5)
     assert set(rec["batch_sweep_seconds"]) == {"16", "32"}
     assert saved["bookkeeping"]["points"] == 36 and saved["load_average_before"] and saved["load_average_after"]
+
+
+def test_conv_stage_benchmark_counts_every_convolution_and_its_multiply_adds(tmp_path):
+    """bench_conv_stages times the engine's folded, fused ResNet-20 node by node: every convolution
+    of the model must be there once per forward, with the multiply-accumulates that forward hooks
+    on the unfolded model count."""
+    record = _bench("bench_conv_stages").main(["--model", "resnet20", "--num-samples", "24", "--batch", "8", "--rounds", "1",
+                                               "--matmul-size", "128", "--threads", "1", "--json", str(tmp_path / "c.json")])
+    (r,) = record
+    torch.manual_seed(0)
+    model = cifar_resnet(depth=20, num_classes=10, in_channels=3, image_size=32).eval()
+    macs, convs = [0], 0
+
+    def hook(m, inp, out):
+        macs[0] += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(hook)
+            convs += 1
+    with torch.no_grad():
+        model(torch.randn(24, 3, 32, 32))
+    assert convs == 21  # 19 3x3 layers and 2 1x1 projections
+    assert sum(c["per_forward"] for c in r["convolutions"]) == convs
+    assert r["conv_gmac"] * 1e9 == pytest.approx(macs[0], rel=1e-12)
+    assert 0 < r["conv_seconds"] <= r["pass_seconds"] and sum(c["share"] for c in r["convolutions"]) <= 1
+    assert 0 < r["pass_if_all_at_fastest"] <= r["pass_seconds"]
+    assert json.loads((tmp_path / "c.json").read_text())["results"][0]["conv_gmac"] == r["conv_gmac"]
