@@ -367,7 +367,8 @@ def bench_model_on_cpu_or_gpu(name: str, args: argparse.Namespace, root: Path, d
     rows = [{"variant": f"reference (original loop, batch {args.ref_batch_size}, {args.workers} workers)", "key": "reference",
              "seconds_per_point": ref_spp, "rounds": timings["reference"], "speedup": 1.0,
              "speedup_paired_median": 1.0, "speedup_paired_range": [1.0, 1.0], "max_rel_loss_error": 0.0,
-             "max_error_over_loss_range": 0.0, "batch_size": args.ref_batch_size}]
+             "max_error_over_loss_range": 0.0, "batch_size": args.ref_batch_size,
+             "minutes_51x51": grid_minutes(ref_spp)}]
     for key in keys:
         v, run = VARIANTS[key], runs.get(key)
         spp = min(timings[key])
@@ -382,11 +383,19 @@ def bench_model_on_cpu_or_gpu(name: str, args: argparse.Namespace, root: Path, d
                      "batch_size": PREVIOUS_BATCH if v.before else v.batch or batch,
                      "num_folded": run.measure.num_folded if run is not None else 0,
                      "num_fused": run.measure.num_fused if run is not None else 0,
+                     "minutes_51x51": grid_minutes(spp, compile_s.get(key)),
                      **({"first_point_seconds_with_compile": compile_s[key],
                          "compile_cache": "warm" if args.warm_compile_cache else "cold"} if key in compile_s else {})})
     sweep = batch_sweep(model, split, args.batch_sweep, device) if args.batch_sweep else {}
     return {"model": name, "num_samples": len(split), "points": points, "engine_batch_size": batch,
             "reference_losses": losses["reference"], "results": rows, "batch_sweep_seconds": sweep}
+
+
+def grid_minutes(seconds_per_point: float, first_point_seconds: float | None = None, points: int = 51 * 51) -> float:
+    """Minutes for the paper's 51x51 surface at this rate over the same images; a compiled
+    variant's first point (compilation included) counted once."""
+    extra = first_point_seconds - seconds_per_point if first_point_seconds is not None else 0.0
+    return (points * seconds_per_point + max(extra, 0.0)) / 60
 
 
 def bookkeeping(n: int, device: torch.device, flush_seconds: float = 5.0) -> dict[str, Any]:
@@ -434,13 +443,14 @@ def print_model(rec: dict[str, Any]) -> None:
     print(f"\n{rec['model']}, {rec['num_samples']} images, {len(rec['points'])} points (seconds per point: best round; "
           f"speed-up: best round over best round, and the median [range] of the rounds' own ratios, each round's "
           f"reference against the variant timed right after it; largest relative loss error; largest error over the "
-          f"loss range of the points)")
-    print(f"  {'variant':56s} {'batch':>5s} {'s/pt':>7s} {'speedup':>8s} {'paired median [range]':>22s} {'rel.err':>9s} {'err/range':>9s}")
+          f"loss range of the points; minutes for a 51x51 surface over these images at that rate, compilation included)")
+    print(f"  {'variant':56s} {'batch':>5s} {'s/pt':>7s} {'speedup':>8s} {'paired median [range]':>22s} {'rel.err':>9s} "
+          f"{'err/range':>9s} {'51x51 min':>9s}")
     for r in rec["results"]:
         lo, hi = r["speedup_paired_range"]
         print(f"  {r['variant']:56s} {r['batch_size']:5d} {r['seconds_per_point']:7.3f} {r['speedup']:7.2f}x "
               f"{r['speedup_paired_median']:7.2f}x [{lo:5.2f}, {hi:5.2f}] {r['max_rel_loss_error']:9.1e} "
-              f"{r['max_error_over_loss_range']:9.1e}")
+              f"{r['max_error_over_loss_range']:9.1e} {r['minutes_51x51']:9.1f}")
     for r in rec["results"]:
         if "first_point_seconds_with_compile" in r:
             print(f"  {r['key']}: first point {r['first_point_seconds_with_compile']:.1f} s with compilation "

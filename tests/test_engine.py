@@ -124,8 +124,16 @@ def test_benchmark_runs_end_to_end(tmp_path):
         assert np.isclose(r["speedup_paired_median"], rec["results"][0]["rounds"][0] / r["rounds"][0])
         assert r["speedup_paired_range"] == [r["speedup_paired_median"]] * 2
         assert r["max_rel_loss_error"] < (5e-2 if r["key"] == "bf16" else 1e-5)
+        assert np.isclose(r["minutes_51x51"], 2601 * r["seconds_per_point"] / 60)
     assert set(rec["batch_sweep_seconds"]) == {"16", "32"}
     assert saved["bookkeeping"]["points"] == 36 and saved["load_average_before"] and saved["load_average_after"]
+
+
+def test_51x51_extrapolation_counts_compilation_once():
+    grid_minutes = _bench().grid_minutes
+    assert grid_minutes(0.5) == pytest.approx(2601 * 0.5 / 60)
+    # a compiled variant: its first point took 30 s (compilation), every later one 0.1 s
+    assert grid_minutes(0.1, 30.0) == pytest.approx((30.0 + 2600 * 0.1) / 60)
 
 
 def test_conv_stage_benchmark_counts_every_convolution_and_its_multiply_adds(tmp_path):
