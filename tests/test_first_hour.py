@@ -45,6 +45,19 @@ def test_plan_names_model_data_device_and_warns_of_a_cifar_net_on_digits(tmp_pat
     assert "note: resnet20 is a CIFAR-10 network" in out and "dataset=cifar10" in out
 
 
+@pytest.mark.parametrize("units,mode,offered", [(True, "fp32", True), (False, "fp32", False), (True, "bf16", False)])
+def test_bf16_is_offered_as_cheaper_only_on_a_cpu_with_bf16_units_running_fp32(tmp_path: Path, monkeypatch, units, mode,
+                                                                               offered) -> None:
+    from landscape_exp import plan
+    from landscape_exp.surface.grid import parse_grid
+
+    monkeypatch.setattr(plan, "cpu_has_bf16_units", lambda: units)
+    ctx = _ctx(tmp_path, ["task=surface2d", f"precision={mode}"])
+    text = plan.surface_cheaper(ctx, parse_grid("-1:1:51", "-1:1:51"))
+    assert ("precision=bf16 (this CPU has bf16 units" in text) is offered, text
+    assert "a coarser grid (x=-1:1:21 y=-1:1:21: 441 points instead of 2,601)" in text
+
+
 def test_cost_estimates_and_the_long_run_warning(capsys) -> None:
     announce_cost("surface", "point", 9.0, 2600, lambda: "a coarser grid")
     out = capsys.readouterr().out
@@ -62,6 +75,40 @@ def test_cost_estimates_and_the_long_run_warning(capsys) -> None:
     line = capsys.readouterr().out
     seconds = float(line.split("about ")[1].split(" s for")[0])
     assert 996 * 0.04 < seconds < 996 * 0.08, line  # the warm-up does not count
+
+
+def test_the_plan_names_the_checkpoints_model_and_its_batch_and_reads_the_file_once(tmp_path: Path, capsys,
+                                                                                    monkeypatch) -> None:
+    """checkpoint= holding ResNet-20 while model= is the default LeNet: the plan must describe
+    ResNet-20 (its parameters, its evaluation batch: 128 on a CPU, where LeNet on 3x32x32 gets 256),
+    say once that model= does not apply, and the file must be read once."""
+    from landscape_exp import model_source
+    from landscape_exp.checkpoint import save_checkpoint
+    from landscape_exp.context import eval_batch_size
+    from landscape_exp.models import build_model
+
+    data = ["dataset=synthetic", "dataset.image_size=32", "dataset.num_train=16", "dataset.num_test=4"]
+    ctx = _ctx(tmp_path, ["task=surface1d", *data])
+    cfg = {"name": "resnet20", "num_classes": 10, "in_channels": 3, "image_size": 32}
+    torch.manual_seed(0)
+    net = build_model(cfg)
+    ckpt = save_checkpoint(tmp_path / "r20.pt", {"state_dict": net.state_dict(), "model_cfg": cfg})
+    shape = (3, 32, 32)
+    lenet_batch = eval_batch_size(ctx.settings.eval, ctx.settings.model, shape, torch.device("cpu"))
+    r20_batch = eval_batch_size(ctx.settings.eval, cfg, shape, torch.device("cpu"))
+    assert (lenet_batch, r20_batch) == (256, 128)  # else this test could not tell the two apart
+
+    loads: list[str] = []
+    real = model_source.load_checkpoint
+    monkeypatch.setattr(model_source, "load_checkpoint", lambda p, *a, **k: loads.append(str(p)) or real(p, *a, **k))
+    run_job(compose_cfg(tmp_path, ["task=surface1d", f"checkpoint={ckpt}", *data, *TINY]), output_dir=tmp_path / "run", job={})
+    out = capsys.readouterr().out
+    params = sum(p.numel() for p in net.parameters())
+    assert f"  model resnet20 ({params:,} parameters) on synthetic" in out, out
+    assert f"evaluation batch {r20_batch}\n" in out and "model lenet" not in out
+    assert out.count("holds a 'resnet20' model; analysing it (model=lenet does not apply)") == 1
+    assert out.index("evaluation batch") < out.index("holds a 'resnet20' model")  # the plan first, then the note
+    assert loads == [str(ckpt)]
 
 
 def test_run_log_holds_the_messages_no_lock_is_left_and_the_adopted_model_is_recorded(tmp_path: Path, mlp_ckpts) -> None:

@@ -290,3 +290,15 @@ def test_hdf5_replace_takes_a_bounded_share_of_the_time(tmp_path, monkeypatch):
             store.record(k, {"train_loss": float(k)})
         assert len(writes) <= 1  # without the bound (flush_seconds=0): one replace per point
     assert read_surface(tmp_path / "s.h5")["done"].all()
+
+
+def test_bf16_units_are_read_from_the_cpu_flags() -> None:
+    """cpu_has_bf16_units (torch's probes) agrees with the flags the kernel lists for this CPU."""
+    from landscape_exp.precision import cpu_has_bf16_units
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("flags")), set())
+    assert cpu_has_bf16_units() == bool({"avx512_bf16", "amx_bf16"} & flags)

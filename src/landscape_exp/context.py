@@ -31,13 +31,15 @@ class RunContext:
     job: dict[str, Any] = field(default_factory=dict)
     adopted_model: dict[str, Any] | None = None  # the checkpoint's model, when it is not model=
 
-    def adopt_model(self, model_cfg: dict[str, Any], notice: str) -> None:
+    def adopt_model(self, model_cfg: dict[str, Any], notice: str, *, quiet: bool = False) -> None:
         """Record that the analysed model is ``model_cfg`` (a checkpoint's), not ``model=``: said
-        once, and stored the same way everywhere (file attributes, W&B config, summary)."""
+        once (``quiet``: the caller says it), and stored the same way everywhere (file attributes,
+        W&B config, summary)."""
         if self.adopted_model == model_cfg:
             return
         self.adopted_model = dict(model_cfg)
-        print(f"note: {notice}")
+        if not quiet:
+            print(f"note: {notice}")
         self.tracker.update_config({"model": self.adopted_model})
 
     @property

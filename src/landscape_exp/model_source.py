@@ -117,19 +117,57 @@ def checkpoint_model(ctx: RunContext, ckpt: Mapping[str, Any], source: str,
     return model_from_checkpoint(ckpt, source, fb, trusted=trusted_targets(ctx))
 
 
+# The checkpoint the plan read to name the model it will analyse, kept for load_for_analysis (so
+# it is read once): (path, mtime, size) -> its contents. One entry, taken by the next load.
+_PLANNED: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
+def planned_model(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
+    """The model config a job will analyse, for its plan: ``checkpoint=``'s own when it holds
+    another model than ``model=`` (with the notice :func:`load_for_analysis` gives), else
+    ``model=``. A checkpoint that cannot be read is left to the real load, which says why."""
+    s = ctx.settings
+    if not s.checkpoint or ctx.adopted_model is not None:
+        return ctx.config.get("model", {}), None
+    path = Path(s.checkpoint).expanduser()
+    try:
+        ckpt = load_checkpoint(path)
+        key = _file_key(path)
+    except (UserError, OSError):
+        return dict(s.model), None
+    _PLANNED.clear()
+    _PLANNED[key] = ckpt
+    cfg = model_config(ckpt, ctx)
+    return (cfg, _adopt_notice(path, cfg, ctx)) if _differs(cfg, s.model) else (dict(s.model), None)
+
+
+def _adopt_notice(path: Path, cfg: Mapping[str, Any], ctx: RunContext) -> str:
+    return (f"checkpoint {str(path)!r} holds a {cfg.get('name', '?')!r} model; analysing it "
+            f"(model={ctx.settings.model.get('name', '?')} does not apply)")
+
+
 def load_for_analysis(ctx: RunContext, path: Path, dataset: ImageDataset) -> tuple[nn.Module, dict[str, Any]]:
     """Model and checkpoint dict, in eval mode on the device, checked against the dataset.
 
     The model comes from the checkpoint's own config; a bare state_dict uses ``model=``. When the
     checkpoint's model is not ``model=``, it is analysed with a notice and recorded as the model
     of the run (:meth:`RunContext.adopt_model`), so files, W&B and comparisons name it."""
-    ckpt = load_checkpoint(path)
+    try:
+        planned = _PLANNED.pop(_file_key(Path(path)), None)
+    except OSError:
+        planned = None
+    _PLANNED.clear()  # the plan read another file (a trajectory's checkpoint=): not kept any longer
+    ckpt = planned if planned is not None else load_checkpoint(path)
     model = checkpoint_model(ctx, ckpt, f"checkpoint {str(path)!r}")
     cfg = model_config(ckpt, ctx)
     check_model_fits_dataset(model, dataset, cfg.get("name", "?"))
     if _differs(cfg, ctx.settings.model):
-        ctx.adopt_model(cfg, f"checkpoint {str(path)!r} holds a {cfg.get('name', '?')!r} model; analysing it "
-                             f"(model={ctx.settings.model.get('name', '?')} does not apply)")
+        ctx.adopt_model(cfg, _adopt_notice(path, cfg, ctx))
     return model.to(ctx.device).eval(), ckpt
 
 
