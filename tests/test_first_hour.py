@@ -58,6 +58,25 @@ def test_bf16_is_offered_as_cheaper_only_on_a_cpu_with_bf16_units_running_fp32(t
     assert "a coarser grid (x=-1:1:21 y=-1:1:21: 441 points instead of 2,601)" in text
 
 
+def test_a_slow_first_point_is_the_estimate_at_once(capsys) -> None:
+    def points(first: float):
+        time.sleep(first)
+        yield 0, {}
+        yield 1, {}
+
+    gen = timed_points(points(0.25), 400, lambda: "x", slow=0.2)
+    next(gen), next(gen)  # a first point slower than `slow`: the estimate comes once it is done, at its rate
+    line = capsys.readouterr().out
+    per_point = float(line.split("for 399 points (")[1].split(" ms per point")[0])
+    assert 200 <= per_point < 500, line
+    list(gen)
+    assert capsys.readouterr().out == ""  # said once
+    gen = timed_points(points(0.0), 400, lambda: "x", slow=0.2)
+    next(gen), next(gen)
+    assert capsys.readouterr().out == ""  # a fast first point: the estimate waits for more points
+    list(gen)
+
+
 def test_cost_estimates_and_the_long_run_warning(capsys) -> None:
     announce_cost("surface", "point", 9.0, 2600, lambda: "a coarser grid")
     out = capsys.readouterr().out

@@ -282,3 +282,34 @@ def test_subspace_overlap_and_gradient_fraction():
     assert math.isnan(spectral.fraction_in_subspace(torch.zeros(50, dtype=torch.float64), A))
     with pytest.raises(UserError, match="subspace_overlap"):
         spectral.subspace_overlap(A, Q[:10, :3].T)
+
+
+def test_a_running_report_says_each_stage_with_its_true_product_count():
+    """The progress lines of spectrum_report: the first product's time, each stage's start and end;
+    the counts said before a stage (trace, density) are the products it then takes, and every
+    end line's count is the report's own."""
+    model, X, y = _tiny()
+    sel = H.select_parameters(model, "none")
+
+    def make(params=None):
+        return HessianOperator(model, list(params or sel.params), [(X, y)], F.cross_entropy, 40)
+
+    lines: list[str] = []
+    settings = H.SpectrumSettings(k=2, trace_probes=7, density_probes=2, density_iters=9, blocks=1)
+    r = H.spectrum_report(make(), settings, selection=sel, make_block=make, say=lines.append)
+    assert all(line.startswith("hessian: ") for line in lines)
+    assert lines[0] == "hessian: top 2 eigenpairs ..." and lines[1].startswith("hessian: one product over the data takes ")
+    assert sum("one product" in line for line in lines) == 1
+    ends = {line.split(": ")[1]: int(line.rsplit(": ", 1)[1].split()[0]) for line in lines
+            if " products in " in line}
+    assert ends == {"top 2 eigenpairs": r.num_hvp["top"], "bottom 2 eigenpairs": r.num_hvp["bottom"],
+                    "trace, 7 Hutchinson probes": r.num_hvp["trace"],
+                    "spectral density, 2 SLQ probes of 9 steps": r.num_hvp["density"],
+                    "block 0": r.num_hvp["block 0"], "block 2": r.num_hvp["block 2"]}
+    assert r.num_hvp["trace"] == 7 and r.num_hvp["density"] == 2 * 9  # what the start lines announced
+    assert any(line.startswith("hessian: trace, 7 Hutchinson probes (7 products, about ") for line in lines)
+    assert any(line.startswith("hessian: spectral density, 2 SLQ probes of 9 steps (18 products, about ") for line in lines)
+    assert "hessian: the top 1 eigenpair of each of 2 layers' blocks ..." in lines
+    # without say= a report is silent and the same
+    quiet = H.spectrum_report(make(), settings, selection=sel, make_block=make)
+    np.testing.assert_allclose(quiet.top.values, r.top.values, rtol=1e-10)

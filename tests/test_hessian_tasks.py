@@ -320,11 +320,16 @@ def test_hessian_surface_exact_resumable(root, hess, exact, digits):
 # ----------------------------------------------------------------------------- task=hessian_trajectory
 
 
-def test_hessian_trajectory_per_epoch(root, hess, digits):
+def test_hessian_trajectory_per_epoch(root, hess, digits, capsys):
     out = root / "htraj"
     over = ["task=hessian_trajectory", *SUB, "hessian.trace_probes=10", "hessian.density.iters=40"]
     s = job(root, out, over)
     assert s["epochs"] == [0, 1, 2] and s["epochs_computed"] == 3
+    # Without a progress bar (not a terminal), a line per epoch with its numbers and what is left.
+    said = capsys.readouterr().out
+    for i, left in zip(range(3), ("2 checkpoints", "1 checkpoint", "0 checkpoints")):
+        assert (f"hessian_trajectory: epoch {i}: lambda_max = {s['lambda_max'][i]:.6g}, trace = {s['trace'][i]:.6g} ("
+                in said and f"; {left} left)" in said), said
     assert len(s["lambda_max"]) == len(s["trace"]) == 3 and all(math.isfinite(t) for t in s["trace"])
     # The last epoch is the checkpoint task=hessian analysed: the same lambda_max.
     assert s["lambda_max"][2] == pytest.approx(hess[1]["lambda_max"], rel=1e-4)

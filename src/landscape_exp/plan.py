@@ -84,9 +84,12 @@ def training_cheaper(ctx: RunContext) -> str:
 
 
 def timed_points(points: Iterator[tuple[int, dict[str, float]]], remaining: int, cheaper: Callable[[], str],
-                 what: str = "surface", settle: int = 4) -> Iterator[tuple[int, dict[str, float]]]:
+                 what: str = "surface", settle: int = 4, slow: float = 30.0) -> Iterator[tuple[int, dict[str, float]]]:
     """Pass ``points`` through; once ``settle`` points are done (or two seconds have passed) say
-    what the rest will cost, at the rate after the first point (which carries the warm-up)."""
+    what the rest will cost, at the rate after the first point (which carries the warm-up). A
+    first point slower than ``slow`` seconds (a Hessian at each point of a large model) is the
+    rate itself: its warm-up is small beside it, and waiting for a second one would leave the
+    researcher without a word for as long again."""
     t0 = time.perf_counter()
     t1 = None
     for i, item in enumerate(points):
@@ -94,6 +97,9 @@ def timed_points(points: Iterator[tuple[int, dict[str, float]]], remaining: int,
         now = time.perf_counter()
         if i == 0:
             t1 = now
+            if now - t0 > slow:
+                announce_cost(what, "point", now - t0, remaining - 1, cheaper)
+                t1 = None
         if t1 is not None and (i + 1 == min(settle, remaining) or now - t0 > 2.0):
             rate = (now - t1) / i if i > 0 else now - t0
             announce_cost(what, "point", rate, remaining - i - 1, cheaper)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape_exp import spectral
+from landscape_exp.console import duration
 from landscape_exp.data import DeviceData
 from landscape_exp.directions import Direction, check_ignore
 from landscape_exp.errors import UserError, choice_error
@@ -325,13 +326,61 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
+class Progress:
+    """What a running report says (``say``, e.g. ``print``): the time of the first product, and
+    each stage's start, with its cost where its number of products is known in advance, and its
+    end; so a large model is never silent for long, in a log as on a terminal."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+        self.products = 0
+        self.seconds = 0.0
+        self.first_said = False
+
+    def timed(self, matvec: Callable[[Tensor], Tensor], device: torch.device) -> Callable[[Tensor], Tensor]:
+        """``matvec``, saying how long its first product took."""
+        def mv(v: Tensor) -> Tensor:
+            if self.first_said:
+                return matvec(v)
+            t0 = time.perf_counter()
+            out = matvec(v)
+            _sync(device)
+            self.first_said = True
+            self.say(f"hessian: one product over the data takes {duration(time.perf_counter() - t0)}")
+            return out
+        return mv
+
+    def start(self, label: str, planned: int | None) -> None:
+        cost = ""
+        if planned:
+            cost = f"{planned} products" + (f", about {duration(planned * self.seconds / self.products)}"
+                                            if self.products else "")
+        self.say(f"hessian: {label}" + (f" ({cost})" if cost else "") + " ...")
+
+    def end(self, label: str, products: int, seconds: float) -> None:
+        self.products += products
+        self.seconds += seconds
+        self.say(f"hessian: {label}: {products} products in {duration(seconds)}")
+
+
+def _pairs(n: int) -> str:
+    return f"{n} eigenpair" + ("" if n == 1 else "s")
+
+
 @contextlib.contextmanager
-def _stage(op: HessianOperator, name: str, num_hvp: dict[str, int], seconds: dict[str, float]) -> Iterator[None]:
-    """Count the HVPs and time of one stage of a report into ``num_hvp``/``seconds``."""
+def _stage(op: HessianOperator, name: str, num_hvp: dict[str, int], seconds: dict[str, float],
+           progress: Progress | None = None, label: str = "", planned: int | None = None,
+           quiet_start: bool = False) -> Iterator[None]:
+    """Count the HVPs and time of one stage of a report into ``num_hvp``/``seconds`` (and say
+    so through ``progress``)."""
+    if progress is not None and not quiet_start:
+        progress.start(label or name, planned)
     n0, t0 = op.num_hvp, time.perf_counter()
     yield
     _sync(op.device)
     num_hvp[name], seconds[name] = op.num_hvp - n0, time.perf_counter() - t0
+    if progress is not None:
+        progress.end(label or name, num_hvp[name], seconds[name])
 
 
 def layer_blocks(selection: ParamSelection) -> list[tuple[str, list[int]]]:
@@ -344,17 +393,20 @@ def layer_blocks(selection: ParamSelection) -> list[tuple[str, list[int]]]:
 
 
 def block_spectra(selection: ParamSelection, make: Any, settings: SpectrumSettings, num_hvp: dict[str, int],
-                  seconds: dict[str, float]) -> list[BlockSpectrum]:
+                  seconds: dict[str, float], progress: Progress | None = None) -> list[BlockSpectrum]:
     """Per layer: the top-``settings.blocks`` eigenpairs and (``settings.bottom``) the smallest
     eigenpair of the diagonal block of the curvature for that layer's selected tensors.
     ``make(params)`` builds the block's operator (the same curvature, data and batching as the
     whole one); HVPs and seconds go to ``num_hvp``/``seconds`` as ``"block <name>"``."""
     out = []
-    for j, (name, idx) in enumerate(layer_blocks(selection)):
+    blocks = layer_blocks(selection)
+    if progress is not None:
+        progress.say(f"hessian: the top {_pairs(settings.blocks)} of each of {len(blocks)} layers' blocks ...")
+    for j, (name, idx) in enumerate(blocks):
         bop = make([selection.params[i] for i in idx])
         kw = dict(options=settings.solver, device=bop.device)
         bottom = PairSet.empty(bop.dim)
-        with _stage(bop, f"block {name}", num_hvp, seconds):
+        with _stage(bop, f"block {name}", num_hvp, seconds, progress, quiet_start=True):
             top = spectral.top_eigenpairs(bop.matvec, bop.dim, min(settings.blocks, bop.dim),
                                           generator=_generator(settings.seed + 10 + j), **kw)
             if settings.bottom and bop.dim > 1:
@@ -366,10 +418,11 @@ def block_spectra(selection: ParamSelection, make: Any, settings: SpectrumSettin
 
 
 def spectrum_report(op: HessianOperator, settings: SpectrumSettings, *, selection: ParamSelection | None = None,
-                    make_block: Any = None) -> SpectrumReport:
+                    make_block: Any = None, say: Callable[[str], None] | None = None) -> SpectrumReport:
     """Top-k and bottom-k eigenpairs with residuals, Hutchinson trace, SLQ density with its bulk
     edge and outliers, and (``settings.blocks > 0``, given ``selection`` and ``make_block``) the
-    per-layer block spectra of ``op``'s curvature.
+    per-layer block spectra of ``op``'s curvature. ``say``: where the progress lines go (see
+    :class:`Progress`); none without it.
 
     Each stage draws from its own generator (seeds ``seed``, ``seed+1``, ... ), so changing ``k``
     does not change the trace probes.  HVP counts and wall times are recorded per stage.
@@ -380,29 +433,33 @@ def spectrum_report(op: HessianOperator, settings: SpectrumSettings, *, selectio
     num_hvp: dict[str, int] = {}
     seconds: dict[str, float] = {}
     kw = dict(options=s.solver, device=dev)
+    progress = Progress(say) if say is not None else None
+    first = progress.timed(op.matvec, dev) if progress is not None else op.matvec
+    iters = min(s.density_iters, dim)
     with fp32(dev):
-        with _stage(op, "top", num_hvp, seconds):
-            top = spectral.top_eigenpairs(op.matvec, dim, s.k, which="LA", generator=_generator(s.seed), **kw)
+        with _stage(op, "top", num_hvp, seconds, progress, f"top {_pairs(s.k)}"):
+            top = spectral.top_eigenpairs(first, dim, s.k, which="LA", generator=_generator(s.seed), **kw)
         bottom = PairSet.empty(dim)
         if s.bottom:
-            with _stage(op, "bottom", num_hvp, seconds):
+            with _stage(op, "bottom", num_hvp, seconds, progress, f"bottom {_pairs(s.k)}"):
                 bottom = PairSet.of(spectral.bottom_eigenpairs(op.matvec, dim, s.k, float(top.values[0]),
                                                                generator=_generator(s.seed + 1), **kw))
         report = SpectrumReport(PairSet.of(top), bottom)
         if s.trace_probes:
-            with _stage(op, "trace", num_hvp, seconds):
+            with _stage(op, "trace", num_hvp, seconds, progress, f"trace, {s.trace_probes} Hutchinson probes", s.trace_probes):
                 tr, se, samples = spectral.hutchinson_trace(op.matvec, dim, s.trace_probes,
                                                             generator=_generator(s.seed + 2), device=dev)
             report.trace, report.trace_stderr, report.trace_samples = tr, se, samples.numpy()
         if s.density_probes:
-            with _stage(op, "density", num_hvp, seconds):
-                d = spectral.slq_density(op.matvec, dim, num_probes=s.density_probes, num_iters=min(s.density_iters, dim),
+            with _stage(op, "density", num_hvp, seconds, progress,
+                        f"spectral density, {s.density_probes} SLQ probes of {iters} steps", s.density_probes * iters):
+                d = spectral.slq_density(op.matvec, dim, num_probes=s.density_probes, num_iters=iters,
                                          num_points=s.density_points, generator=_generator(s.seed + 3), device=dev)
             report.density_grid, report.density = d.grid.numpy(), d.density.numpy()
             report.slq_nodes, report.slq_weights = d.nodes.numpy(), d.weights.numpy()
             report.bulk = spectral.bulk_split(d.nodes, d.weights, dim, probe=d.probe)
         if s.blocks and selection is not None and make_block is not None:
-            report.blocks = block_spectra(selection, make_block, s, num_hvp, seconds)
+            report.blocks = block_spectra(selection, make_block, s, num_hvp, seconds, progress)
     report.num_hvp = {**num_hvp, "total": sum(num_hvp.values())}
     report.seconds = {**seconds, "total": sum(seconds.values())}
     return report

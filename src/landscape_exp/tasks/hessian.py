@@ -50,7 +50,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
     op = make()
     print(describe(ctx, sel, len(data)))
-    report = H.spectrum_report(op, hs.spectrum, selection=sel, make_block=make)
+    report = H.spectrum_report(op, hs.spectrum, selection=sel, make_block=make, say=print)
     print(f"lambda_max = {report.lambda_max:.6g}, lambda_min = {report.lambda_min:.6g}, "
           f"|lambda_min/lambda_max| = {report.ratio:.4g}, trace = {report.trace:.6g} +- {report.trace_stderr:.2g} "
           f"({report.num_hvp['total']} HVPs, {report.seconds['total']:.1f} s)")

@@ -5,6 +5,7 @@ outliers above the bulk; resumable: finished epochs are skipped when rerun in th
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,14 @@ from tqdm import tqdm
 
 from landscape_exp import hessian as H
 from landscape_exp.checkpoint import load_checkpoint
+from landscape_exp.console import duration
 from landscape_exp.context import RunContext
 from landscape_exp.errors import UserError
 from landscape_exp.figures import save
 from landscape_exp.figures.hessian import figure_curvature_along_training, figure_lambda_max, hessian_title
 from landscape_exp.hessian.inputs import hessian_data
 from landscape_exp.model_source import check_model_fits_dataset, checkpoint_model, ensure_checkpoint
-from landscape_exp.plan import print_plan
+from landscape_exp.plan import announce_cost, print_plan
 from landscape_exp.provenance import file_sha256, versions
 from landscape_exp.runs import epoch_checkpoints, epoch_of
 from landscape_exp.spectral import BULK_RULE
@@ -53,6 +55,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         model_name = (ckpt.get("model_cfg") or {}).get("name", model_name)
         if epoch in rows and rows[epoch]["checkpoint_sha256"] == sha:
             continue  # done in an earlier run of this task on this very file
+        t0 = time.perf_counter()
         model = checkpoint_model(ctx, ckpt, f"checkpoint {str(p)!r}")
         check_model_fits_dataset(model, dataset, model_name)
         model = model.to(ctx.device).eval()
@@ -67,6 +70,14 @@ def run(ctx: RunContext) -> dict[str, Any]:
         H.write_trajectory(path, rows, fingerprint=fingerprint, attrs=attrs)  # durable after every epoch
         computed += 1
         r = rows[epoch]
+        if not ctx.progress:  # no bar (a log file, a batch job): a line per epoch instead, and the cost after the first
+            left = len(ckpts) - ckpts.index(p) - 1
+            print(f"hessian_trajectory: epoch {epoch}: lambda_max = {r['lambda_max']:.6g}, trace = {r['trace']:.6g} "
+                  f"({duration(time.perf_counter() - t0)}; {left} checkpoint{'' if left == 1 else 's'} left)")
+            if computed == 1:
+                announce_cost("hessian_trajectory", "epoch", time.perf_counter() - t0, left,
+                              lambda: "fewer samples (hessian.num_samples), fewer probes (hessian.trace_probes), "
+                                      "or a GPU (device=cuda)")
         ctx.tracker.log({"hessian/lambda_max": r["lambda_max"], "hessian/trace": r["trace"], "epoch": epoch,
                          "hessian/lambda_max_residual": float(r["top_residuals"][0]),
                          "hessian/converged": float(np.all(r["top_converged"])),
