@@ -327,7 +327,7 @@ def test_hessian_trajectory_per_epoch(root, hess, digits, capsys):
     assert s["epochs"] == [0, 1, 2] and s["epochs_computed"] == 3
     # Without a progress bar (not a terminal), a line per epoch with its numbers and what is left.
     said = capsys.readouterr().out
-    for i, left in zip(range(3), ("2 checkpoints", "1 checkpoint", "0 checkpoints")):
+    for i, left in zip(range(3), ("2 epochs", "1 epoch", "0 epochs")):
         assert (f"hessian_trajectory: epoch {i}: lambda_max = {s['lambda_max'][i]:.6g}, trace = {s['trace'][i]:.6g} ("
                 in said and f"; {left} left)" in said), said
     assert len(s["lambda_max"]) == len(s["trace"]) == 3 and all(math.isfinite(t) for t in s["trace"])

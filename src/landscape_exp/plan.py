@@ -78,6 +78,14 @@ def announce_cost(what: str, unit: str, seconds_per_unit: float, remaining: int,
         print(f"warning: {what} will take about {duration(total)}; cheaper: {cheaper()}")
 
 
+def unit_done(what: str, unit: str, detail: str, seconds: float, left: int, first: bool, cheaper: Callable[[], str]) -> None:
+    """A line for a finished unit of work where no progress bar shows (a log file, a batch job):
+    ``<what>: <detail> (<time>; N <unit>s left)``, and after the first, the cost of the rest."""
+    print(f"{what}: {detail} ({duration(seconds)}; {left} {unit}{'' if left == 1 else 's'} left)")
+    if first:
+        announce_cost(what, unit, seconds, left, cheaper)
+
+
 def training_cheaper(ctx: RunContext) -> str:
     return ("fewer epochs (optim.epochs=N), a larger batch (optim.batch_size), a GPU (device=cuda), "
             "or an existing checkpoint (checkpoint=<file>)")

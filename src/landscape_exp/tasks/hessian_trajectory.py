@@ -14,14 +14,13 @@ from tqdm import tqdm
 
 from landscape_exp import hessian as H
 from landscape_exp.checkpoint import load_checkpoint
-from landscape_exp.console import duration
 from landscape_exp.context import RunContext
 from landscape_exp.errors import UserError
 from landscape_exp.figures import save
 from landscape_exp.figures.hessian import figure_curvature_along_training, figure_lambda_max, hessian_title
 from landscape_exp.hessian.inputs import hessian_data
 from landscape_exp.model_source import check_model_fits_dataset, checkpoint_model, ensure_checkpoint
-from landscape_exp.plan import announce_cost, print_plan
+from landscape_exp.plan import print_plan, unit_done
 from landscape_exp.provenance import file_sha256, versions
 from landscape_exp.runs import epoch_checkpoints, epoch_of
 from landscape_exp.spectral import BULK_RULE
@@ -70,14 +69,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
         H.write_trajectory(path, rows, fingerprint=fingerprint, attrs=attrs)  # durable after every epoch
         computed += 1
         r = rows[epoch]
-        if not ctx.progress:  # no bar (a log file, a batch job): a line per epoch instead, and the cost after the first
-            left = len(ckpts) - ckpts.index(p) - 1
-            print(f"hessian_trajectory: epoch {epoch}: lambda_max = {r['lambda_max']:.6g}, trace = {r['trace']:.6g} "
-                  f"({duration(time.perf_counter() - t0)}; {left} checkpoint{'' if left == 1 else 's'} left)")
-            if computed == 1:
-                announce_cost("hessian_trajectory", "epoch", time.perf_counter() - t0, left,
-                              lambda: "fewer samples (hessian.num_samples), fewer probes (hessian.trace_probes), "
-                                      "or a GPU (device=cuda)")
+        if not ctx.progress:  # no bar (a log file, a batch job): a line per epoch instead
+            unit_done("hessian_trajectory", "epoch", f"epoch {epoch}: lambda_max = {r['lambda_max']:.6g}, trace = "
+                      f"{r['trace']:.6g}", time.perf_counter() - t0, len(ckpts) - ckpts.index(p) - 1, computed == 1,
+                      lambda: "fewer samples (hessian.num_samples), fewer probes (hessian.trace_probes), or device=cuda")
         ctx.tracker.log({"hessian/lambda_max": r["lambda_max"], "hessian/trace": r["trace"], "epoch": epoch,
                          "hessian/lambda_max_residual": float(r["top_residuals"][0]),
                          "hessian/converged": float(np.all(r["top_converged"])),
