@@ -333,8 +333,6 @@ class Progress:
 
     def __init__(self, say: Callable[[str], None]):
         self.say = say
-        self.products = 0
-        self.seconds = 0.0
         self.first_said = False
 
     def timed(self, matvec: Callable[[Tensor], Tensor], device: torch.device) -> Callable[[Tensor], Tensor]:
@@ -350,16 +348,13 @@ class Progress:
             return out
         return mv
 
-    def start(self, label: str, planned: int | None) -> None:
+    def start(self, label: str, planned: int | None, per_product: float | None) -> None:
         cost = ""
         if planned:
-            cost = f"{planned} products" + (f", about {duration(planned * self.seconds / self.products)}"
-                                            if self.products else "")
+            cost = f"{planned} products" + (f", about {duration(planned * per_product)}" if per_product else "")
         self.say(f"hessian: {label}" + (f" ({cost})" if cost else "") + " ...")
 
     def end(self, label: str, products: int, seconds: float) -> None:
-        self.products += products
-        self.seconds += seconds
         self.say(f"hessian: {label}: {products} products in {duration(seconds)}")
 
 
@@ -373,8 +368,9 @@ def _stage(op: HessianOperator, name: str, num_hvp: dict[str, int], seconds: dic
            quiet_start: bool = False) -> Iterator[None]:
     """Count the HVPs and time of one stage of a report into ``num_hvp``/``seconds`` (and say
     so through ``progress``)."""
-    if progress is not None and not quiet_start:
-        progress.start(label or name, planned)
+    if progress is not None and not quiet_start:  # the cost at the rate of the report's stages so far
+        done = sum(num_hvp.values())
+        progress.start(label or name, planned, sum(seconds.values()) / done if done else None)
     n0, t0 = op.num_hvp, time.perf_counter()
     yield
     _sync(op.device)

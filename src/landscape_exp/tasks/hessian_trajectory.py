@@ -48,7 +48,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     print(f"hessian_trajectory: {len(ckpts)} epoch checkpoints in {folder} -> {path}")
     computed, model_name = 0, "?"
     bar = tqdm(ckpts, desc="hessian trajectory", unit="epoch", disable=not ctx.progress)
-    for p in bar:
+    for i, p in enumerate(bar):
         sha, ckpt = file_sha256(p), load_checkpoint(p)
         epoch = epoch_of(p, ckpt)
         model_name = (ckpt.get("model_cfg") or {}).get("name", model_name)
@@ -71,7 +71,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         r = rows[epoch]
         if not ctx.progress:  # no bar (a log file, a batch job): a line per epoch instead
             unit_done("hessian_trajectory", "epoch", f"epoch {epoch}: lambda_max = {r['lambda_max']:.6g}, trace = "
-                      f"{r['trace']:.6g}", time.perf_counter() - t0, len(ckpts) - ckpts.index(p) - 1, computed == 1,
+                      f"{r['trace']:.6g}", time.perf_counter() - t0, len(ckpts) - i - 1, computed == 1,
                       lambda: "fewer samples (hessian.num_samples), fewer probes (hessian.trace_probes), or device=cuda")
         ctx.tracker.log({"hessian/lambda_max": r["lambda_max"], "hessian/trace": r["trace"], "epoch": epoch,
                          "hessian/lambda_max_residual": float(r["top_residuals"][0]),
