@@ -1,5 +1,5 @@
 """What the benchmark scripts share: the model they time, a device sync for honest timing, the
-configured defaults and what the machine is (CPU features, load)."""
+configured defaults and what the machine is (CPU model, flags and probed features, load)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from landscape_exp import cpu
 from landscape_exp.data import ImageDataset
 from landscape_exp.context import eval_batch_size
 from landscape_exp.models import build_model
@@ -57,24 +58,14 @@ def configured_batch(name: str, ev: EvalSettings, device: torch.device, channels
     return eval_batch_size(ev, model_cfg(name, channels, size, 10), (channels, size, size), device)
 
 
-def cpu_features() -> str:
-    """The CPU's model and its bf16 units, as /proc/cpuinfo and torch see them."""
-    model, flags = platform_cpu()
-    wanted = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{model}; {', '.join(wanted) or 'no AVX-512/AMX'}; torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+def cpu_description() -> str:
+    """The CPU as the engine's probe sees it (landscape_exp.cpu): model, torch's capability, units."""
+    return cpu.cpu_features().describe()
 
 
-def platform_cpu() -> tuple[str, set[str]]:
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return model, flags
+def cpu_record() -> dict:
+    """Model, flags and the probed features, for a benchmark's JSON (figures are per CPU kind)."""
+    return cpu.cpu_features().record()
 
 
 def load_average() -> list[float]:

@@ -28,7 +28,7 @@ from torch import fx, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/bench_common.py
 
-from bench_common import configured_batch, configured_defaults, cpu_features, load_average, model_cfg  # noqa: E402
+from bench_common import configured_batch, configured_defaults, cpu_description, cpu_record, load_average, model_cfg  # noqa: E402
 
 from landscape_exp.folding import EvalCopy, can_fuse  # noqa: E402
 from landscape_exp.models import build_model  # noqa: E402
@@ -154,14 +154,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(cpu_threads(args.threads))
-    print(f"CPU: {cpu_features()}; torch {torch.__version__}; load average {load_average()}")
+    print(f"CPU: {cpu_description()}; torch {torch.__version__}; load average {load_average()}")
     results = [run(m, args.num_samples, args.rounds, args.matmul_size, args.batch) for m in (args.model or ["resnet20", "resnet56"])]
     for r in results:
         report(r)
     print(f"load average after: {load_average()}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"cpu": cpu_features(), "torch": torch.__version__, "results": results}, indent=1))
+        args.json.write_text(json.dumps({"cpu": cpu_record(), "torch": torch.__version__, "results": results}, indent=1))
         print(f"wrote {args.json}")
     return results
 

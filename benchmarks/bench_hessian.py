@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/bench_common.py
 
-from bench_common import bench_model, model_cfg, sync  # noqa: E402
+from bench_common import bench_model, cpu_description, cpu_record, model_cfg, sync  # noqa: E402
 
 from landscape_exp import hessian as H  # noqa: E402
 from landscape_exp import spectral  # noqa: E402
@@ -194,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
             rows += pyhessian_rows(model, batches, device, args.k, args.tol, args.pyhessian_max_iter, args.seed, reference)
             pyhessian_note = f"PyHessian power iteration, tol={args.tol} (relative change), maxIter={args.pyhessian_max_iter}"
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_description()}, {torch.get_num_threads()} threads"
     trained = args.checkpoint or (f"trained {args.epochs} epoch{'s' * (args.epochs != 1)}" if small and args.epochs > 0 else "random init")
     print(f"\nmodel {args.model} ({trained}; {sel.dim:,} weights in the Hessian), {len(data):,} images, batch {batch}, "
           f"ours: {args.method} stopped at residual <= {args.tol:g} x ||H||; device {device} ({name})")
@@ -209,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"(PyHessian column skipped: {PYHESSIAN_HINT})")
     record = {"benchmark": "hessian_eigenvalues", "model": args.model, "trained": trained, "dim": sel.dim,
               "num_samples": len(data), "batch_size": batch, "method": args.method, "tol": args.tol,
-              "device": str(device), "device_name": name, "torch": torch.__version__, "checkpoint": args.checkpoint,
+              "device": str(device), "device_name": name, "cpu": cpu_record(), "torch": torch.__version__, "checkpoint": args.checkpoint,
               "reference": reference.tolist(), "pyhessian": pyhessian_note, "results": rows,
               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[1:] if argv is None else argv}
     Path(args.json).write_text(json.dumps(record, indent=2))

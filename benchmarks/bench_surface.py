@@ -31,7 +31,6 @@ import json
 import multiprocessing
 import os
 import pickle
-import platform
 import sys
 import tempfile
 import time
@@ -48,9 +47,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/bench_common.py
 
-from bench_common import (bench_model, configured_batch, configured_defaults, cpu_features, load_average,  # noqa: E402
+from bench_common import (bench_model, configured_batch, configured_defaults, cpu_description, cpu_record, load_average,  # noqa: E402
                           sync)
 
+from landscape_exp import cpu  # noqa: E402
 from landscape_exp.data import DeviceData, ImageDataset, ImageSplit  # noqa: E402
 from landscape_exp.directions import create_random_direction, snapshot  # noqa: E402
 from landscape_exp.evaluation import evaluate_sums  # noqa: E402
@@ -197,7 +197,8 @@ class EngineRun:
         self.batch = PREVIOUS_BATCH if v.before else v.batch or batch
         self.precision = Precision(v.mode, v.channels_last, v.compile, v.fold_bn)
         self.default = (not v.before and not v.batch and self.precision == configured
-                        and v.fuse == can_fuse(device))
+                        and v.fuse == can_fuse(device, self.precision.dtype))
+        self.note = variant_note(v, device)
         if not v.before:
             self.measure = LossMeasure(self.model, {"train": self.data}, "crossentropy", self.batch, self.precision, (1, 0),
                                        fuse=v.fuse)
@@ -214,6 +215,19 @@ class EngineRun:
         sync(self.device)
         self.space.restore()
         return out
+
+
+def variant_note(v: Variant, device: torch.device) -> str:
+    """What this machine changes about a variant: bf16 without bf16 kernels runs emulated here
+    (a real run falls back to fp32: precision.resolve_precision), fusion without the kernels is off."""
+    f = cpu.cpu_features()
+    if device.type != "cpu":
+        return ""
+    if v.mode == "bf16" and not f.bf16_kernels:
+        return "bf16 emulated, unfused: this CPU has no bf16 kernels (precision=bf16 runs fp32 here)"
+    if v.fuse and not v.before and not can_fuse(device, torch.bfloat16 if v.mode == "bf16" else None):
+        return "unfused: the fused kernels do not run here"
+    return ""
 
 
 def cifar_split(root: Path) -> ImageSplit:
@@ -375,7 +389,9 @@ def bench_model_on_cpu_or_gpu(name: str, args: argparse.Namespace, root: Path, d
         diff = np.abs(np.array(losses[key]) - ref)
         # paired within each round (the reference ran just before): robust to the machine's drift
         paired = sorted(t_ref / t for t_ref, t in zip(timings["reference"], timings[key]))
-        rows.append({"variant": v.label + (" [default]" if run is not None and run.default else ""), "key": key,
+        note = run.note if run is not None else variant_note(v, device)
+        rows.append({"variant": v.label + (" [default]" if run is not None and run.default else "")
+                     + (f" [{note}]" if note else ""), "key": key, "note": note,
                      "seconds_per_point": spp, "rounds": timings[key], "speedup": ref_spp / spp,
                      "speedup_paired_median": float(np.median(paired)), "speedup_paired_range": [paired[0], paired[-1]],
                      "max_rel_loss_error": float(np.max(diff / np.abs(ref))),
@@ -498,11 +514,11 @@ def main(argv: list[str] | None = None) -> dict:
     per = lambda s, i: [int(v) for v in s.split(",")][min(i, len(s.split(",")) - 1)]  # noqa: E731
     configured = configured_defaults(device)
     load_before = load_average()
-    print(f"load average before: {load_before}; {cpu_features()}")
+    print(f"load average before: {load_before}; CPU {cpu_description()}")
     record: dict[str, Any] = {
         "benchmark": "surface_speed", "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "cpu_features": cpu_features(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_description(),
+        "cpu": cpu_record(), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "configured_precision": vars(configured[0]) | {}, "load_average_before": load_before, "models": [],
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[1:] if argv is None else argv,
     }

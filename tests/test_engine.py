@@ -125,8 +125,28 @@ def test_benchmark_runs_end_to_end(tmp_path):
         assert r["speedup_paired_range"] == [r["speedup_paired_median"]] * 2
         assert r["max_rel_loss_error"] < (5e-2 if r["key"] == "bf16" else 1e-5)
         assert np.isclose(r["minutes_51x51"], 2601 * r["seconds_per_point"] / 60)
+    # the CPU it ran on, and what it changed about bf16 there (emulated and unfused without bf16 kernels)
+    from landscape_exp.cpu import cpu_features
+
+    f = cpu_features()
+    assert saved["cpu"]["description"] == f.describe() and saved["cpu"]["flags"] == sorted(f.flags)
+    bf16 = next(r for r in rec["results"] if r["key"] == "bf16")
+    assert ("bf16 emulated" in bf16["note"]) == (not f.bf16_kernels)
+    assert (bf16["num_fused"] > 0) == f.fused_conv_bf16
     assert set(rec["batch_sweep_seconds"]) == {"16", "32"}
     assert saved["bookkeeping"]["points"] == 36 and saved["load_average_before"] and saved["load_average_after"]
+
+
+def test_cpu_paths_benchmark_times_both_precisions_as_this_cpu_runs_them(tmp_path):
+    from landscape_exp.cpu import cpu_features
+
+    record = _bench("bench_cpu_paths").main(["--batch", "4", "--rounds", "1", "--threads", "1",
+                                             "--json", str(tmp_path / "p.json")])
+    assert json.loads((tmp_path / "p.json").read_text())["cpu"]["description"] == cpu_features().describe()
+    assert [r["network"].split()[0] for r in record["results"]] == ["resnet20", "mlp", "transformer"]
+    for r in record["results"]:
+        assert r["bf16_over_fp32"] == pytest.approx(r["bf16_seconds"] / r["fp32_seconds"])
+        assert r["bf16_path"].startswith("oneDNN" if cpu_features().bf16_kernels else "emulated")
 
 
 def test_51x51_extrapolation_counts_compilation_once():

@@ -48,10 +48,15 @@ def test_plan_names_model_data_device_and_warns_of_a_cifar_net_on_digits(tmp_pat
 @pytest.mark.parametrize("units,mode,offered", [(True, "fp32", True), (False, "fp32", False), (True, "bf16", False)])
 def test_bf16_is_offered_as_cheaper_only_on_a_cpu_with_bf16_units_running_fp32(tmp_path: Path, monkeypatch, units, mode,
                                                                                offered) -> None:
-    from landscape_exp import plan
+    from dataclasses import replace
+
+    from landscape_exp import plan, precision
+    from landscape_exp.cpu import cpu_features
     from landscape_exp.surface.grid import parse_grid
 
+    # a CPU with bf16 units has oneDNN's bf16 kernels too (the Xeon); one without may lack both (the EPYC)
     monkeypatch.setattr(plan, "cpu_has_bf16_units", lambda: units)
+    monkeypatch.setattr(precision, "cpu_features", lambda: replace(cpu_features(), bf16_units=units, bf16_kernels=units))
     ctx = _ctx(tmp_path, ["task=surface2d", f"precision={mode}"])
     text = plan.surface_cheaper(ctx, parse_grid("-1:1:51", "-1:1:51"))
     assert ("precision=bf16 (this CPU has bf16 units" in text) is offered, text

@@ -135,11 +135,21 @@ def test_loss_measure_folds_once_per_point_and_leaves_the_model(monkeypatch):
         assert torch.equal(a, b)
 
 
-def test_bf16_copy_error_is_small_and_reported():
+@pytest.mark.parametrize("kernels", [True, False], ids=["probe", "forced-without-bf16-fusion"])
+def test_bf16_copy_error_is_small_and_reported(monkeypatch, kernels):
+    """bf16 copies, fused where this CPU's oneDNN runs bf16 fusion (AVX-512 or avx_ne_convert) and
+    unfused (emulated bf16) elsewhere; the branch without it is forced on every machine."""
+    from dataclasses import replace
+
+    from landscape_exp import cpu, folding
+
+    features = cpu.cpu_features() if kernels else replace(cpu.cpu_features(), fused_conv_bf16=False)
+    monkeypatch.setattr(folding, "cpu_features", lambda: features)
     model = _model("resnet", depth=8)
     x = torch.randn(64, 3, 16, 16)
     for fuse in (False, True):
         copy = EvalCopy(model, dtype=torch.bfloat16, channels_last=True, fuse=fuse)
+        assert copy.num_fused == (7 if fuse and features.fused_conv_bf16 else 0)
         with torch.no_grad():
             ref, low = model(x), copy(x).float()
         assert 0 < _rel(low, ref) < 5e-2
@@ -225,8 +235,10 @@ def test_precision_defaults_come_from_the_config():
         p = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "precision" / f"{mode}.yaml"))
         assert PrecisionSettings.read(Section(p, "precision")).fold_bn is True
     auto = resolve_precision("auto", None, False, torch.device("cpu"), fold_bn=True)
-    assert auto.mode == "fp32" and auto.fold_bn and auto.channels_last and auto.dtype is None
-    assert resolve_precision("bf16", True, False, torch.device("cpu")).dtype == torch.bfloat16
+    assert auto.mode == "fp32" and auto.fold_bn and auto.dtype is None and not auto.notices
+    from landscape_exp.cpu import cpu_features
+
+    assert auto.channels_last == cpu_features().mkldnn  # oneDNN's layout where there is oneDNN
 
 
 # -- threads -------------------------------------------------------------------------------------
@@ -292,13 +304,3 @@ def test_hdf5_replace_takes_a_bounded_share_of_the_time(tmp_path, monkeypatch):
     assert read_surface(tmp_path / "s.h5")["done"].all()
 
 
-def test_bf16_units_are_read_from_the_cpu_flags() -> None:
-    """cpu_has_bf16_units (torch's probes) agrees with the flags the kernel lists for this CPU."""
-    from landscape_exp.precision import cpu_has_bf16_units
-
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
-    flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo.read_text().splitlines()
-                  if line.startswith("flags")), set())
-    assert cpu_has_bf16_units() == bool({"avx512_bf16", "amx_bf16"} & flags)

@@ -67,7 +67,8 @@ class RunContext:
     @property
     def precision(self) -> Precision:
         p = self.settings.precision
-        return resolve_precision(p.mode, p.channels_last, p.compile, self.device, fold_bn=p.fold_bn)
+        return resolve_precision(p.mode, p.channels_last, p.compile, self.device, fold_bn=p.fold_bn,
+                                 emulate_bf16=p.emulate_bf16)
 
     def dataset(self) -> ImageDataset:
         return dataset_for(self.settings.dataset)

@@ -24,15 +24,21 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from landscape_exp.cpu import cpu_features
+
 FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 RELUS = (F.relu, torch.relu)
 ADDS = (operator.add, torch.add)
 
 
-def can_fuse(device: torch.device) -> bool:
-    """Whether oneDNN's fused convolutions are there for ``device`` (CPUs with mkldnn)."""
-    return device.type == "cpu" and torch.backends.mkldnn.is_available()
+def can_fuse(device: torch.device, dtype: torch.dtype | None = None) -> bool:
+    """Whether oneDNN's fused convolutions run on ``device`` in ``dtype`` (None: fp32): CPUs whose
+    probe ran them right (:func:`landscape_exp.cpu.cpu_features`; bf16 needs AVX-512 or avx_ne_convert)."""
+    if device.type != "cpu":
+        return False
+    f = cpu_features()
+    return f.fused_conv_bf16 if dtype == torch.bfloat16 else f.fused_conv
 
 
 def folded_conv(
@@ -146,7 +152,7 @@ def _trace(model: nn.Module) -> fx.GraphModule | None:
 
 class EvalCopy:
     """A private copy of ``model`` for evaluation, optionally with BatchNorm folded (``fold``),
-    conv-ReLU fused (``fuse``: CPU only, see :func:`can_fuse`), in ``dtype`` and
+    conv-ReLU fused (``fuse``: where :func:`can_fuse` says the kernels run), in ``dtype`` and
     ``channels_last``; :meth:`refresh` copies the live model's current tensors into it.
 
     A model that cannot be traced (``torch.fx``) gives a plain copy; :attr:`num_folded` and
@@ -163,6 +169,7 @@ class EvalCopy:
                  channels_last: bool = False, compile: bool = False):
         self.model = model
         self.dtype = dtype
+        fuse = fuse and can_fuse(next(model.parameters(), torch.empty(0)).device, dtype)
         twin = copy.deepcopy(model)
         traced = _trace(twin) if fold or fuse else None
         self.pairs = fold_pairs(traced) if traced is not None and fold else []

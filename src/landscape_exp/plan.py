@@ -56,6 +56,8 @@ def print_plan(ctx: RunContext, dataset: ImageDataset, work: str) -> None:
     if s.eval.bn_recompute:
         print("  BatchNorm statistics recomputed at every point (eval.bn_recompute): one more forward pass over the "
               "training split per point")
+    for notice in ctx.precision.notices if s.task != "train" else ():
+        print(f"note: {notice}")
     if adopted:
         print(f"note: {adopted}")
     if name.startswith(CIFAR_NETWORKS) and dataset.name == "digits":

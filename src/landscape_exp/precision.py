@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from landscape_exp.cpu import CpuFeatures, bf16_missing, cpu_features
 from landscape_exp.errors import choice_error
 
 MODES = ("fp32", "tf32", "bf16")
@@ -23,6 +24,8 @@ class Precision:
     channels_last: bool = False
     compile: bool = False
     fold_bn: bool = False
+    # what this machine changed from what was asked, one line each (the plan prints them)
+    notices: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -37,18 +40,38 @@ class Precision:
 def cpu_has_bf16_units() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), where ``precision=bf16``
     is several times faster than fp32 on conv nets; elsewhere bf16 is emulated and slower."""
-    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(bool(f()) for f in probes if f is not None)
+    return cpu_features().bf16_units
 
 
 def resolve_precision(mode: str, channels_last: bool | None, compile: bool, device: torch.device,
-                      fold_bn: bool = False) -> Precision:
-    """``mode: auto`` is fp32 on CPU and tf32 on CUDA (error < 1e-3); ``channels_last=None``
-    follows the device (on: CUDA tensor cores and oneDNN's CPU convolutions are both faster in it)."""
-    cl = True if channels_last is None else channels_last
+                      fold_bn: bool = False, *, emulate_bf16: bool = False, cpu: CpuFeatures | None = None) -> Precision:
+    """The precision a run gets on ``device``, from what was asked and what the machine supports.
+
+    ``mode: auto`` is fp32 on CPU and tf32 on CUDA (error < 1e-3). ``channels_last=None`` follows
+    the device: on for CUDA (tensor cores) and for CPUs with oneDNN (its native layout), off without.
+    ``bf16`` on a CPU without oneDNN's bf16 kernels (an AVX2-only x86, :mod:`landscape_exp.cpu`)
+    runs fp32, which is faster there than emulated bf16 (7-11x on an AVX2 EPYC, docs/engine.md), with a notice
+    naming the missing feature; ``emulate_bf16`` keeps bf16 rounding anyway (unfused, slow).
+    """
     if mode == "auto":
         mode = "tf32" if device.type == "cuda" else "fp32"
-    return Precision(mode, channels_last=cl, compile=compile, fold_bn=fold_bn)
+    notices: list[str] = []
+    on_cpu = device.type == "cpu"
+    f = (cpu or cpu_features()) if on_cpu else None
+    if f is not None and mode == "bf16" and not f.bf16_kernels:
+        if emulate_bf16:
+            notices.append(f"precision=bf16 is emulated on this CPU ({f.describe()}; oneDNN's bf16 kernels need "
+                           f"{bf16_missing(f)}): bf16 rounding as asked, 7-11x slower than fp32 on an AVX2 EPYC, convolutions unfused")
+        else:
+            mode = "fp32"
+            notices.append(f"precision=bf16 falls back to fp32: this CPU ({f.model or f.machine}) lacks what oneDNN's "
+                           f"bf16 kernels need, {bf16_missing(f)}; fp32 is faster here than emulated bf16 "
+                           "(precision.emulate_bf16=true keeps bf16 rounding)")
+    key = "fused_conv_bf16" if mode == "bf16" else "fused_conv"
+    if f is not None and not getattr(f, key) and not (mode == "bf16" and not f.bf16_kernels):  # emulated: said above
+        notices.append(f"convolutions run unfused on this CPU (oneDNN's conv+ReLU kernel: {f.why.get(key, 'missing')})")
+    cl = (not on_cpu or (f is not None and f.mkldnn)) if channels_last is None else channels_last
+    return Precision(mode, channels_last=cl, compile=compile, fold_bn=fold_bn, notices=tuple(notices))
 
 
 @contextlib.contextmanager

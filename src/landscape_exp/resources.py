@@ -7,7 +7,6 @@ import ctypes
 import ctypes.util
 import math
 import os
-import platform
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -129,7 +128,9 @@ def keep_freed_memory() -> bool:
     global _KEPT
     if _KEPT:
         return True
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    from landscape_exp.cpu import cpu_features
+
+    if not cpu_features().glibc:  # musl, macOS, Windows: their allocators have no such knobs
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -266,6 +266,7 @@ class PrecisionSettings:
     channels_last: bool | None
     compile: bool
     fold_bn: bool
+    emulate_bf16: bool  # bf16 on a CPU without bf16 kernels: emulated (true) or fp32 (false, the default)
 
     @classmethod
     def read(cls, n: Section) -> PrecisionSettings:
@@ -274,7 +275,8 @@ class PrecisionSettings:
         cl = n.raw("channels_last")
         if cl is not None and not isinstance(cl, bool):
             raise UserError(f"precision.channels_last={cl!r} must be true, false or null")
-        return cls(n.str("mode", choices=("auto", *MODES)), cl, n.bool("compile"), n.bool("fold_bn"))
+        return cls(n.str("mode", choices=("auto", *MODES)), cl, n.bool("compile"), n.bool("fold_bn"),
+                   n.bool("emulate_bf16"))
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class LossMeasure:
     data_split: tuple[int, int]
     points_per_pass: int = 1
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # e.g. a torch.compile'd model
-    fuse: bool | None = None  # conv-ReLU fusion; None: where the device has the kernels (CPU)
+    fuse: bool | None = None  # conv-ReLU fusion; None or True: where the kernels run (folding.can_fuse)
     bn_data: DeviceData | None = None  # eval.bn_recompute: BatchNorm statistics recomputed on it at every point
     bn_batch_size: int = 1024
     metrics: list[str] = field(init=False)
@@ -60,7 +60,7 @@ class LossMeasure:
         if self.points_per_pass <= 1:
             p = self.precision
             device = next(self.model.parameters(), torch.empty(0)).device
-            fuse = can_fuse(device) if self.fuse is None else self.fuse and can_fuse(device)
+            fuse = (self.fuse is None or self.fuse) and can_fuse(device, p.dtype)
             fwd, self._copy = eval_forward(self.model, fold=p.fold_bn, fuse=fuse, dtype=p.dtype,
                                            channels_last=p.channels_last, compile=p.compile)
             if self._copy is not None or self.forward is None:  # else: the caller's (compiled) model
@@ -85,7 +85,8 @@ class LossMeasure:
                 "precision": self.precision.mode, **({"bn_recompute": True} if self.bn_data is not None else {})}
 
     def attrs(self) -> dict[str, Any]:
-        return {"precision": self.precision.mode, **({"bn_recompute": "true"} if self.bn_data is not None else {})}
+        notes = {"precision_notices": list(self.precision.notices)} if self.precision.notices else {}  # e.g. bf16 ran fp32
+        return {"precision": self.precision.mode, **notes, **({"bn_recompute": "true"} if self.bn_data is not None else {})}
 
     def _values(self, sums: Mapping[str, tuple[Any, Any]]) -> dict[str, float]:
         values: dict[str, float] = {}
