@@ -10,12 +10,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from landscape_exp import cpu
-from landscape_exp.data import ImageDataset
-from landscape_exp.context import eval_batch_size
+from landscape_exp.config.reader import Section
+from landscape_exp.config.sections import EvalSettings
+from landscape_exp.data.datasets import ImageDataset
+from landscape_exp.engine import cpu
+from landscape_exp.engine.batch import eval_batch_size
+from landscape_exp.engine.precision import Precision, resolve_precision
 from landscape_exp.models import build_model
-from landscape_exp.precision import Precision, resolve_precision
-from landscape_exp.settings import EvalSettings, Section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def bench_model(name: str, checkpoint: str | None, ds: ImageDataset, seed: int, 
     """The checkpoint's model if given, else ``name`` at a seeded random init; eval mode on ``device``."""
     torch.manual_seed(seed)
     if checkpoint:
-        from landscape_exp.checkpoint import load_model
+        from landscape_exp.models.loading import load_model
 
         model, _ = load_model(checkpoint)
     else:
@@ -46,11 +47,11 @@ def sync(device: torch.device) -> None:
 
 def configured_defaults(device: torch.device) -> tuple[Precision, EvalSettings]:
     """The precision a run gets by default on ``device`` (conf/precision/auto.yaml) and the
-    ``eval`` settings of conf/config.yaml (how the evaluation batch is chosen)."""
+    ``eval`` settings of conf/eval/default.yaml (how the evaluation batch is chosen)."""
     p = OmegaConf.load(ROOT / "conf" / "precision" / "auto.yaml")
-    cfg = OmegaConf.load(ROOT / "conf" / "config.yaml")
+    ev = OmegaConf.load(ROOT / "conf" / "eval" / "default.yaml")
     return (resolve_precision(p.mode, p.channels_last, p.compile, device, fold_bn=p.fold_bn),
-            EvalSettings.read(Section(OmegaConf.to_container(cfg.eval), "eval")))
+            EvalSettings.read(Section(OmegaConf.to_container(ev), "eval")))
 
 
 def configured_batch(name: str, ev: EvalSettings, device: torch.device, channels: int = 3, size: int = 32) -> int:
@@ -59,7 +60,7 @@ def configured_batch(name: str, ev: EvalSettings, device: torch.device, channels
 
 
 def cpu_description() -> str:
-    """The CPU as the engine's probe sees it (landscape_exp.cpu): model, torch's capability, units."""
+    """The CPU as the engine's probe sees it (landscape_exp.engine.cpu): model, torch's capability, units."""
     return cpu.cpu_features().describe()
 
 

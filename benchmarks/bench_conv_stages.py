@@ -28,11 +28,11 @@ from torch import fx, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/bench_common.py
 
-from bench_common import configured_batch, configured_defaults, cpu_description, cpu_record, load_average, model_cfg  # noqa: E402
-
-from landscape_exp.folding import EvalCopy, can_fuse  # noqa: E402
+from landscape_exp.engine.cpu import cpu_threads  # noqa: E402
+from landscape_exp.engine.folding import EvalCopy, can_fuse  # noqa: E402
 from landscape_exp.models import build_model  # noqa: E402
-from landscape_exp.resources import cpu_threads  # noqa: E402
+
+from bench_common import configured_batch, configured_defaults, cpu_description, cpu_record, load_average, model_cfg  # noqa: E402
 
 FUSED = (torch.ops.mkldnn._convolution_pointwise.default, torch.ops.mkldnn._convolution_pointwise.binary)
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=None, help="default: the batch a run gets (eval.batch_size=null)")
     ap.add_argument("--matmul-size", type=int, default=2048)
-    ap.add_argument("--threads", type=int, default=None, help="default: resources.cpu_threads()")
+    ap.add_argument("--threads", type=int, default=None, help="default: engine.cpu.cpu_threads()")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(cpu_threads(args.threads))

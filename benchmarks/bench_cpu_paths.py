@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """bf16 against fp32 on this CPU, per kind of network: the measurement behind precision=bf16's
-fallback (landscape_exp.precision.resolve_precision).
+fallback (landscape_exp.engine.precision.resolve_precision).
 
 On a CPU whose oneDNN has bf16 kernels (AVX-512 BW/VL/DQ or avx_ne_convert on x86) bf16 runs them,
 fused with the ReLU where the probe found the fused kernel; elsewhere torch emulates bf16 with its
@@ -27,13 +27,15 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/bench_common.py
 
-from bench_common import cpu_description, cpu_record, load_average  # noqa: E402
-
-from landscape_exp.cpu import cpu_features  # noqa: E402
-from landscape_exp.folding import EvalCopy  # noqa: E402
+from landscape_exp.engine.cpu import (
+    cpu_features,  # noqa: E402
+    cpu_threads,  # noqa: E402
+)
+from landscape_exp.engine.folding import EvalCopy  # noqa: E402
+from landscape_exp.engine.precision import resolve_precision  # noqa: E402
 from landscape_exp.models.resnet import cifar_resnet  # noqa: E402
-from landscape_exp.precision import resolve_precision  # noqa: E402
-from landscape_exp.resources import cpu_threads  # noqa: E402
+
+from bench_common import cpu_description, cpu_record, load_average  # noqa: E402
 
 
 def networks(batch: int) -> dict[str, tuple[nn.Module, torch.Tensor]]:

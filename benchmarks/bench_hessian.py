@@ -43,11 +43,14 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/bench_common.py
 
-from bench_common import bench_model, cpu_description, cpu_record, model_cfg, sync  # noqa: E402
-
 from landscape_exp import hessian as H  # noqa: E402
-from landscape_exp import spectral  # noqa: E402
-from landscape_exp.data import DeviceData, load_dataset  # noqa: E402
+from landscape_exp.config.choices import SPECTRAL_METHODS  # noqa: E402
+from landscape_exp.data.datasets import load_dataset  # noqa: E402
+from landscape_exp.data.device import DeviceData  # noqa: E402
+from landscape_exp.hessian import spectral  # noqa: E402
+from landscape_exp.weights.params import select_parameters
+
+from bench_common import bench_model, cpu_description, cpu_record, model_cfg, sync  # noqa: E402
 
 PYHESSIAN_HINT = "PyHessian is not installed: `.venv/bin/pip install pyhessian` adds its column (it is not a dependency)"
 
@@ -109,7 +112,7 @@ def pyhessian_rows(model: torch.nn.Module, batches: list, device: torch.device, 
 def trained_model(name: str, ds: Any, epochs: int, seed: int, device: torch.device) -> torch.nn.Module:
     """``name`` trained for ``epochs`` with SGD as ``conf/optim/quick.yaml`` (in a temporary directory)."""
     from landscape_exp.models import build_model
-    from landscape_exp.training import train_model
+    from landscape_exp.training.loop import train_model
 
     cfg = model_cfg(name, ds.channels, ds.image_size, ds.num_classes)
     torch.manual_seed(seed)
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=None, help="HVP batch (default 256 CPU / 512 CUDA)")
     ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--method", default="lanczos", choices=spectral.METHODS)
+    ap.add_argument("--method", default="lanczos", choices=SPECTRAL_METHODS)
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--max-iter", type=int, default=None)
     ap.add_argument("--pyhessian-max-iter", type=int, default=100, help="PyHessian's maxIter per eigenvalue (its default: 100)")
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         model = bench_model(args.model, args.checkpoint, ds, args.seed, device)
     data = DeviceData(split, ds.mean, ds.std, device)
-    sel = H.select_parameters(model, "biasbn")
+    sel = select_parameters(model, "biasbn")
     batch = args.batch_size or (512 if device.type == "cuda" else 256)
     op = H.make_operator(model, sel, data, batch_size=batch)
     gen = lambda: torch.Generator().manual_seed(args.seed)  # noqa: E731

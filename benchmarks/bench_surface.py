@@ -47,19 +47,20 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/bench_common.py
 
-from bench_common import (bench_model, configured_batch, configured_defaults, cpu_description, cpu_record, load_average,  # noqa: E402
-                          sync)
-
-from landscape_exp import cpu  # noqa: E402
-from landscape_exp.data import DeviceData, ImageDataset, ImageSplit  # noqa: E402
-from landscape_exp.directions import create_random_direction, snapshot  # noqa: E402
-from landscape_exp.evaluation import evaluate_sums  # noqa: E402
-from landscape_exp.folding import can_fuse  # noqa: E402
-from landscape_exp.precision import Precision  # noqa: E402
-from landscape_exp.resources import cpu_threads  # noqa: E402
-from landscape_exp.settings import EvalSettings  # noqa: E402
+from landscape_exp.config.sections import EvalSettings  # noqa: E402
+from landscape_exp.data.datasets import ImageDataset, ImageSplit  # noqa: E402
+from landscape_exp.data.device import DeviceData  # noqa: E402
+from landscape_exp.engine import cpu  # noqa: E402
+from landscape_exp.engine.cpu import cpu_threads  # noqa: E402
+from landscape_exp.engine.evaluation import evaluate_sums  # noqa: E402
+from landscape_exp.engine.folding import can_fuse  # noqa: E402
+from landscape_exp.engine.precision import Precision  # noqa: E402
 from landscape_exp.surface.measures import LossMeasure  # noqa: E402
-from landscape_exp.surface.weight_space import WeightSpace  # noqa: E402
+from landscape_exp.weights.directions import create_random_direction  # noqa: E402
+from landscape_exp.weights.params import snapshot  # noqa: E402
+from landscape_exp.weights.space import WeightSpace  # noqa: E402
+
+from bench_common import bench_model, configured_batch, configured_defaults, cpu_description, cpu_record, load_average, sync  # noqa: E402
 
 # The original tool's CIFAR-10 normalization (cifar10/dataloader.py).
 CIFAR_MEAN = tuple(x / 255.0 for x in (125.3, 123.0, 113.9))
@@ -262,7 +263,7 @@ def _old_world(conn: Any, root: str, model: nn.Module, directions: list, device:
 class OldWorld:
     """The reference and the engine as it was before issue 16, in a process of their own: spawned,
     so a fresh interpreter with the C library's defaults, as the original tool runs (the engine now
-    changes how glibc keeps freed memory, for the whole process: resources.keep_freed_memory).
+    changes how glibc keeps freed memory, for the whole process: engine.memory.keep_freed_memory).
     Serves one timed call at a time, so its rounds alternate with the engine's; only the loop is
     timed, not the messages."""
 
@@ -418,9 +419,9 @@ def bookkeeping(n: int, device: torch.device, flush_seconds: float = 5.0) -> dic
     """Points per second of a whole ``n x n`` surface of a tiny model (16 images, a 4-unit MLP), so
     the per-point bookkeeping (journal line, HDF5 replace every ``flush_seconds``, progress) is all
     there is: over the first and the last 10% of the points."""
-    from landscape_exp.data import load_dataset
-    from landscape_exp.surface.engine import compute_surface
+    from landscape_exp.data.datasets import load_dataset
     from landscape_exp.surface.grid import parse_grid
+    from landscape_exp.surface.loop import compute_surface
     from landscape_exp.surface.store import SurfaceFile
 
     ds = load_dataset({"name": "synthetic", "num_classes": 10, "channels": 1, "image_size": 4, "num_train": 16,

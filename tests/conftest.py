@@ -60,7 +60,7 @@ QUICK_OPTIM = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False, "w
 
 @pytest.fixture(scope="session")
 def digits():
-    from landscape_exp.data import load_dataset
+    from landscape_exp.data.datasets import load_dataset
 
     return load_dataset(dict(DIGITS_CFG))
 
@@ -69,7 +69,7 @@ def train_checkpoint(run_dir: Path, model_cfg: dict[str, Any], dataset: Any, *, 
                      optim: dict[str, Any] | None = None) -> Path:
     """Train ``model_cfg`` on ``dataset`` with the library's trainer; returns ``final.pt``."""
     from landscape_exp.models import build_model
-    from landscape_exp.training import train_model
+    from landscape_exp.training.loop import train_model
 
     torch.manual_seed(seed)
     model = build_model(model_cfg)
@@ -117,6 +117,18 @@ def run_cli(args: Sequence[str], cwd: Path, *, timeout: float = 300, extra_env: 
     if popen:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def partition() -> str:
+    """The default partition of the running Slurm cluster; skips the test, with the reason, where
+    no cluster answers ``sinfo`` (the slurm-marked modules use it)."""
+    from helpers.slurm import cluster
+
+    part, why = cluster()
+    if part is None:
+        pytest.skip(why)
+    return part
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -14,16 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import compose_cfg, train_checkpoint
-from landscape_exp import directions as D
 from landscape_exp.app import run_job
-from landscape_exp.data import DeviceData
+from landscape_exp.data.device import DeviceData
+from landscape_exp.engine.precision import Precision
 from landscape_exp.errors import UserError
 from landscape_exp.models.resnet import cifar_resnet
-from landscape_exp.precision import Precision
 from landscape_exp.surface.grid import parse_grid
 from landscape_exp.surface.measures import LossMeasure
-from landscape_exp.surface.weight_space import WeightSpace
+from landscape_exp.weights import directions as D
+from landscape_exp.weights.params import snapshot
+from landscape_exp.weights.space import WeightSpace
+
+from conftest import compose_cfg, train_checkpoint
 
 RESNET8 = {"_target_": "landscape_exp.models.resnet.cifar_resnet", "name": "resnet8", "depth": 8, "width": 1,
            "shortcut": True, "num_classes": 10, "in_channels": 1, "image_size": 8}
@@ -61,7 +63,7 @@ def test_recomputed_points_equal_a_from_scratch_recomputation(digits, fold):
             if isinstance(m, nn.Linear):
                 m.weight.normal_(0, 0.5)
     train = DeviceData(digits.train, digits.mean, digits.std, torch.device("cpu"))
-    direction = D.create_random_direction(D.snapshot(model, "weights"), seed=3, norm="filter", ignore="biasbn")
+    direction = D.create_random_direction(snapshot(model, "weights"), seed=3, norm="filter", ignore="biasbn")
     origin_buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     n = len(train)
     batch = n // 2 if n % 2 == 0 else n  # equal batches: the size-weighted and the per-batch averages agree
@@ -97,7 +99,7 @@ def test_single_batch_statistics_are_the_data_mean_and_variance(digits):
     train = DeviceData(digits.train, digits.mean, digits.std, torch.device("cpu"))
     measure = LossMeasure(model, {"train": train}, "crossentropy", 4096, Precision(), (1, 0), bn_data=train,
                           bn_batch_size=len(train))
-    direction = D.create_random_direction(D.snapshot(model, "weights"), seed=5, norm="filter", ignore="biasbn")
+    direction = D.create_random_direction(snapshot(model, "weights"), seed=5, norm="filter", ignore="biasbn")
     space = WeightSpace(model, "weights", [direction])
     bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     seen = {}

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import json
 import pickle
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from conftest import CONF_DIR, RUN_PY, run_cli
-from landscape_exp.checkpoint import load_checkpoint, save_checkpoint
 from landscape_exp.errors import UserError
+from landscape_exp.io.checkpoint import load_checkpoint
+
+from conftest import CONF_DIR, RUN_PY, run_cli
 
 QUIET = ["logger=none", "progress=false"]
 

@@ -15,14 +15,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from landscape_exp.compare import (
-    config_differences,
-    find_runs,
-    flatten_config,
-    load_run_config,
-    rank_correlations,
-    run_names,
-)
+from landscape_exp.compare.discover import find_runs
+from landscape_exp.compare.runs import config_differences, flatten_config, load_run_config, run_names
+from landscape_exp.compare.tables import rank_correlations
 from landscape_exp.errors import UserError
 
 from conftest import ROOT, compose_cfg, run_cli
@@ -39,9 +34,9 @@ def _ensure_sharpness(run_dir: Path) -> None:
     """Surface-based sharpness in the surface file, as the surface tasks store it (kept if there)."""
     from omegaconf import OmegaConf
 
-    from landscape_exp.sharpness import SharpnessSettings, sharpness_summary
-    from landscape_exp.surface.store import store_sharpness
-    from landscape_exp.surface.store import read_surface
+    from landscape_exp.config.measures import SharpnessSettings
+    from landscape_exp.measures.sharpness import sharpness_summary
+    from landscape_exp.surface.store import read_surface, store_sharpness
 
     surface = read_surface(run_dir / "surface.h5")
     if "sharpness" not in surface["attrs"]:
@@ -199,9 +194,10 @@ def plt_image_std(png: Path) -> float:
 def test_figures_draw_each_runs_own_values(runs):
     from matplotlib.contour import ContourSet
 
-    from landscape_exp.compare import compare_runs, load_run
-    from landscape_exp.figures.base import LevelSpec
+    from landscape_exp.compare.report import compare_runs
+    from landscape_exp.compare.runs import load_run
     from landscape_exp.figures.compare import figure_contour_grid, figure_overlay_1d
+    from landscape_exp.figures.levels import LevelSpec
 
     _, sweep, singles = runs
     one = [load_run(p) for p in singles]
@@ -283,7 +279,7 @@ def test_many_overlaid_models_keep_distinct_colours():
     """Past ten models matplotlib's cycle repeats; the overlay gives each of 15 and of 25 curves a colour of its own."""
     from matplotlib.colors import to_rgba
 
-    from landscape_exp.compare import Run
+    from landscape_exp.compare.runs import Run
     from landscape_exp.figures.compare import figure_overlay_1d
 
     x = np.linspace(-1, 1, 5)

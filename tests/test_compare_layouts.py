@@ -21,26 +21,19 @@ import torch
 from omegaconf import OmegaConf
 from scipy.stats import kendalltau, spearmanr
 
-from landscape_exp.compare import compare_runs, find_runs, load_run, rank_correlations, run_measures
+from landscape_exp.compare.discover import find_runs
+from landscape_exp.compare.report import compare_runs
+from landscape_exp.compare.runs import load_run, run_measures
+from landscape_exp.compare.tables import rank_correlations
+from landscape_exp.config.settings import Settings
 from landscape_exp.errors import UserError
-from landscape_exp.provenance import file_sha256
-from landscape_exp.settings import PlotSettings, Settings
-from landscape_exp.storage import write_json
-from landscape_exp.surface.grid import parse_grid
-from landscape_exp.surface.store import SurfaceFile
-from landscape_exp.tracking import Tracker
+from landscape_exp.io.provenance import file_sha256
 
 from conftest import compose_cfg
+from helpers.compare_jobs import METRICS, Recorder, model_cfg, plot_settings, write_job, write_surface
 
 BATCHES = (256, 32, 512, 64, 128)  # made in this order: the table must sort them as numbers
 DECAYS = (0.0, 0.0005)
-METRICS = ["train_loss", "train_acc", "test_loss", "test_acc"]
-
-
-def plot_settings(tmp: Path) -> PlotSettings:
-    """The default ``plot`` settings, as a compare job reads them."""
-    cfg = OmegaConf.to_container(compose_cfg(tmp, ["task=compare"]), resolve=True)
-    return Settings.from_config(cfg).plot
 
 
 def model_numbers(b: int, wd: float) -> dict[str, float]:
@@ -49,36 +42,6 @@ def model_numbers(b: int, wd: float) -> dict[str, float]:
     return {"train_loss": 0.05 + 0.01 * s, "test_loss": 0.2 + 0.05 * s - 100 * wd, "train_acc": 99.0 - 0.1 * s,
             "test_acc": 96.0 - 0.5 * s + 1000 * wd + 0.07 * (s % 2), "rise": 0.3 * s + 0.1 * (b == 64),
             "gauss": 0.02 * s * s - 50 * wd, "epsilon": 1.0 / s + wd}
-
-
-def write_job(d: Path, cfg: dict[str, Any], summary: dict[str, Any]) -> Path:
-    (d / ".hydra").mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(cfg), d / ".hydra" / "config.yaml")
-    write_json(d / "summary.json", summary)
-    return d
-
-
-def write_surface(path: Path, ckpt: Path, task: str, base: float, curv: float, *, done: bool = True,
-                  nan: bool = False, indices: list[int] | None = None) -> Path:
-    """A surface file as the surface tasks write it: loss ``base + curv * |p|^2`` at each grid point."""
-    from landscape_exp.provenance import file_sha256
-
-    grid = parse_grid("-1:1:5", "-1:1:5" if task == "surface2d" else None)
-    attrs = {"task": task, "checkpoint": str(ckpt.resolve()), "model": "lenet", "dataset": "digits"}
-    with SurfaceFile(path, grid, METRICS, fingerprint={"task": task, "checkpoint_sha256": file_sha256(ckpt)},
-                     attrs=attrs, indices=indices) as f:
-        for k in (f.pending() if done else []):
-            r2 = float(np.sum(np.asarray(grid.point(k)) ** 2))
-            v = math.nan if nan else base + curv * r2
-            f.record(k, {"train_loss": v, "test_loss": v + 0.1, "train_acc": 99.0, "test_acc": 95.0})
-    return path
-
-
-def model_cfg(task: str, b: int, wd: float, **extra: Any) -> dict[str, Any]:
-    return {"task": {"name": task}, "model": {"name": "lenet", "num_classes": 10}, "dataset": {"name": "digits"},
-            "optim": {"name": "sgd", "batch_size": b, "weight_decay": wd, "lr": 0.1}, "seed": 0,
-            "eval": {"loss": "crossentropy", "splits": ["train"]}, "paths": {"root": str(extra.pop("root", "/x"))},
-            **extra}
 
 
 @pytest.fixture(scope="module")
@@ -332,22 +295,8 @@ def test_what_is_not_a_sweep_is_one_line(tmp_path: Path) -> None:
     assert load_run(tmp_path / "j").task == "train"
 
 
-class Recorder(Tracker):
-    """A tracker that keeps what the task gives it."""
-
-    def __init__(self) -> None:
-        self.images: list[Path] = []
-        self.tables: dict[str, tuple[list[str], list[list[Any]]]] = {}
-
-    def log_images(self, paths, prefix: str = "") -> None:
-        self.images += [Path(p) for p in paths]
-
-    def log_table(self, key, columns, rows) -> None:
-        self.tables[key] = (list(columns), [list(r) for r in rows])
-
-
 def test_the_task_logs_its_table_correlations_and_figures_to_the_tracker(study: Path, tmp_path: Path, capsys) -> None:
-    from landscape_exp.context import RunContext
+    from landscape_exp.job.context import RunContext
     from landscape_exp.tasks.compare import run
 
     cfg = OmegaConf.to_container(compose_cfg(tmp_path, ["task=compare", f"task.sweep_dir={study}"]), resolve=True)
@@ -373,7 +322,7 @@ def test_the_task_logs_its_table_correlations_and_figures_to_the_tracker(study: 
 
 
 def test_swept_parameters_are_what_makes_a_model_and_sort_as_numbers() -> None:
-    from landscape_exp.compare import sort_key, swept_parameters
+    from landscape_exp.compare.models import sort_key, swept_parameters
     from landscape_exp.figures.compare import figure_measures_vs_parameter
 
     configs = [{"task.name": "surface1d", "x": "-1:1:5", "optim.lr": 0.1, "model.name": "resnet20", "seed": 0},
@@ -390,7 +339,7 @@ def test_swept_parameters_are_what_makes_a_model_and_sort_as_numbers() -> None:
 
 
 def test_many_measures_go_on_pages_of_twelve_panels(tmp_path: Path) -> None:
-    from landscape_exp.compare import PAGE
+    from landscape_exp.compare.report import PAGE
 
     sweep = tmp_path / "sweep"
     for k, b in enumerate((32, 64, 128)):

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landscape_exp.compare import compare_runs, over_replicates
+from landscape_exp.compare.report import compare_runs
+from landscape_exp.compare.tables import over_replicates
 
-from test_compare_layouts import METRICS, model_cfg, plot_settings, write_job, write_surface
+from helpers.compare_jobs import METRICS, Recorder, model_cfg, plot_settings, write_job, write_surface
 
 T975_2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
 
@@ -93,11 +94,11 @@ def test_the_task_prints_and_logs_the_settings_over_seeds(tmp_path: Path, capsys
     import torch
     from omegaconf import OmegaConf
 
-    from conftest import compose_cfg
-    from landscape_exp.context import RunContext
-    from landscape_exp.settings import Settings
+    from landscape_exp.config.settings import Settings
+    from landscape_exp.job.context import RunContext
     from landscape_exp.tasks.compare import run
-    from test_compare_layouts import Recorder
+
+    from conftest import compose_cfg
 
     root = tmp_path / "sweep"
     _seed_sweep(root)

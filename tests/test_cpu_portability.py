@@ -12,13 +12,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 
-from landscape_exp import cpu, folding, resources
-from landscape_exp.cpu import CpuFeatures, bf16_missing, cpu_features, probe, read_cpuinfo
+from landscape_exp.engine import cpu, folding, memory
+from landscape_exp.engine.cpu import CpuFeatures, bf16_missing, cpu_features, probe, read_cpuinfo
+from landscape_exp.engine.folding import EvalCopy
+from landscape_exp.engine.precision import resolve_precision
 from landscape_exp.errors import UserError
-from landscape_exp.folding import EvalCopy
-from landscape_exp.precision import resolve_precision
+
+from conftest import run_cli
 
 CPU = torch.device("cpu")
 X86 = platform.machine() in ("x86_64", "AMD64")
@@ -155,9 +156,9 @@ def test_fp32_fusion_follows_the_probe_with_the_same_values(monkeypatch, fused) 
 
 
 def test_freed_memory_is_kept_only_with_glibc(monkeypatch) -> None:
-    monkeypatch.setattr(resources, "_KEPT", False)
+    monkeypatch.setattr(memory, "_KEPT", False)
     monkeypatch.setattr(cpu, "cpu_features", lambda: _features(glibc=False))
-    assert resources.keep_freed_memory() is False  # musl, macOS: no mallopt, no error
+    assert memory.keep_freed_memory() is False  # musl, macOS: no mallopt, no error
 
 
 # -- end to end: the command, the fallback forced so that it runs the same on every CPU ------

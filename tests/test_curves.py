@@ -12,14 +12,18 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from landscape_exp import curves as C
 from landscape_exp.app import run_job
-from landscape_exp.checkpoint import load_model
-from landscape_exp.data import DeviceData, ImageSplit, load_dataset
+from landscape_exp.connect import curves as C
+from landscape_exp.connect.files import curve_from_file, load_curve_file, save_curve
+from landscape_exp.data.datasets import ImageSplit, load_dataset
+from landscape_exp.data.device import DeviceData
+from landscape_exp.engine.batchnorm import recompute_bn_stats
+from landscape_exp.engine.evaluation import evaluate
 from landscape_exp.errors import UserError
-from landscape_exp.evaluation import evaluate
+from landscape_exp.measures.paths import barrier
 from landscape_exp.models import build_model
-from landscape_exp.training import train_model
+from landscape_exp.models.loading import load_model
+from landscape_exp.training.loop import train_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MLP = {"_target_": "landscape_exp.models.small.mlp", "name": "mlp", "hidden": [32, 32], "num_classes": 10,
@@ -103,7 +107,7 @@ def test_recompute_bn_stats_equals_brute_force():
     bn = net[1]
     bn.running_mean.fill_(5.0)
     bn.momentum = 0.1
-    assert C.recompute_bn_stats(net, data, batch_size=10) == 1
+    assert recompute_bn_stats(net, data, batch_size=10) == 1
     x = torch.cat([xb for xb, _ in data.batches(1000)]).flatten(1).double()
     torch.testing.assert_close(bn.running_mean.double(), x.mean(0), rtol=1e-5, atol=1e-6)
     # running_var: batch-size-weighted mean of the (unbiased) batch variances.
@@ -111,9 +115,9 @@ def test_recompute_bn_stats_equals_brute_force():
     torch.testing.assert_close(bn.running_var.double(), ref, rtol=1e-5, atol=1e-6)
     assert not net.training and bn.momentum == 0.1
     # One batch holding everything: the exact statistics of the data.
-    C.recompute_bn_stats(net, data, batch_size=1000)
+    recompute_bn_stats(net, data, batch_size=1000)
     torch.testing.assert_close(bn.running_var.double(), x.var(0, unbiased=True), rtol=1e-5, atol=1e-6)
-    assert C.recompute_bn_stats(build_model(MLP), data) == 0
+    assert recompute_bn_stats(build_model(MLP), data) == 0
 
 
 def test_bn_curve_end_points_match_models_with_recomputed_stats():
@@ -125,7 +129,7 @@ def test_bn_curve_end_points_match_models_with_recomputed_stats():
     curve = C.CurveModel(m1, list(m1.parameters()), list(m2.parameters()), "polychain")
     res = C.evaluate_path(curve, [0.0, 0.5, 1.0], data, {"train": data}, batch_size=256)
     for i, m in ((0, m1), (2, m2)):
-        C.recompute_bn_stats(m, data, batch_size=256)
+        recompute_bn_stats(m, data, batch_size=256)
         loss, acc = evaluate(m, data)
         assert res["train_loss"][i] == pytest.approx(loss, rel=1e-6) and res["train_acc"][i] == pytest.approx(acc)
 
@@ -135,8 +139,8 @@ def two_minima(tmp_path_factory):
     """Two small MLPs trained on digits from different seeds."""
     root = tmp_path_factory.mktemp("minima")
     ds = load_dataset(DIGITS)
-    optim = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 64, "epochs": 12,
-             "schedule": "constant"}
+    optim = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "batch_size": 64,
+             "epochs": 12, "schedule": "constant", "milestones": None, "gamma": 0.1}
     paths = []
     for seed in (0, 1):
         torch.manual_seed(seed)
@@ -155,7 +159,7 @@ def test_trained_curve_beats_segment_barrier(two_minima, tmp_path):
         curve = C.CurveModel(m1, list(m1.parameters()), list(m2.parameters()), kind)
         seg = C.evaluate_path(curve, ts, train, {"train": train}, kind="segment")["train_loss"]
         ends = max(seg[0], seg[-1])
-        assert seg.max() > 3 * ends and C.barrier(seg, ts) > 0.2  # a real barrier on the segment
+        assert seg.max() > 3 * ends and barrier(ts, seg)[0] > 0.2  # a real barrier on the segment
         hist = C.train_curve(curve, train, epochs=8, lr=0.05, batch_size=64, seed=0)
         assert len(hist) == 8 and hist[-1]["train_loss"] < hist[0]["train_loss"]
         on_curve = C.evaluate_path(curve, ts, train, {"train": train})["train_loss"]
@@ -199,26 +203,26 @@ def test_curve_file_round_trip(two_minima, tmp_path):
     with torch.no_grad():
         for b in curve.bend:
             b.add_(0.01)
-    path = C.save_curve(tmp_path / "curve.pt", curve, end1_state=c1["state_dict"], end2_state=c2["state_dict"],
+    path = save_curve(tmp_path / "curve.pt", curve, end1_state=c1["state_dict"], end2_state=c2["state_dict"],
                         model_cfg=MLP, meta={"dataset": "digits"})
     raw = torch.load(path, weights_only=True)  # plain data only
     assert raw["curve"] == "polychain" and raw["meta"]["dataset"] == "digits"
-    data = C.load_curve_file(path)
-    back = C.curve_from_file(data, build_model(MLP))
+    data = load_curve_file(path)
+    back = curve_from_file(data, build_model(MLP))
     for t in (0.0, 0.25, 0.5, 1.0):
         for a, b in zip(back.weights(t), curve.weights(t)):
             assert torch.equal(a, b)
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(UserError, match="not a curve file"):
-        C.load_curve_file(tmp_path / "other.pt")
+        load_curve_file(tmp_path / "other.pt")
     with pytest.raises(UserError, match="does not exist"):
-        C.load_curve_file(tmp_path / "missing.pt")
+        load_curve_file(tmp_path / "missing.pt")
 
 
 def test_garipov_schedule():
     assert C.garipov_lr(0.1, 0, 10) == 0.1 and C.garipov_lr(0.1, 5, 10) == 0.1
     assert C.garipov_lr(0.1, 7, 10) == pytest.approx(0.1 * (1 - 0.2 / 0.4 * 0.99))
-    assert C.garipov_lr(0.1, 9, 10) == pytest.approx(0.001) and C.barrier(np.array([1.0, 3.0, 1.0]), np.array([0, 0.5, 1])) == 2.0
+    assert C.garipov_lr(0.1, 9, 10) == pytest.approx(0.001) and barrier(np.array([0, 0.5, 1]), np.array([1.0, 3.0, 1.0]))[0] == 2.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +255,8 @@ def test_connect_and_connect_eval_tasks(tmp_path):
             loss, acc = evaluate(model, data)
             assert seg[f"{split}_loss"][i] == pytest.approx(loss, rel=1e-6) == curve_res[f"{split}_loss"][i]
             assert seg[f"{split}_acc"][i] == pytest.approx(acc)
-    assert summary["segment/train_loss/max"] == pytest.approx(float(seg["train_loss"].max()))
+    assert summary["measures"]["segment_curve_max_train_loss"]["value"] == pytest.approx(float(seg["train_loss"].max()))
+    assert not any(k.endswith(("/max", "/barrier")) for k in summary)  # the measures hold them, once
     assert (out / "connect_curves.png").stat().st_size > 10_000 and (out / "curve_training.pt").exists()
     torch.load(out / "curve.pt", weights_only=True)
 

@@ -3,16 +3,17 @@ files, device-side normalization and augmentation against per-sample loops."""
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import DIGITS_CFG
-from landscape_exp.data import DeviceData, ImageSplit, augment_batch, eval_subset, load_dataset
+from landscape_exp.data.datasets import ImageSplit, eval_subset, load_dataset
+from landscape_exp.data.device import DeviceData, augment_batch
 from landscape_exp.errors import UserError
+
+from conftest import DIGITS_CFG
+from helpers.datasets import write_idx
 
 
 def _sorted_rows(a: np.ndarray) -> np.ndarray:
@@ -78,12 +79,6 @@ def test_synthetic_is_seeded_and_linearly_learnable():
         load_dataset(dict(SYN, num_train=0))
 
 
-def _write_idx(path, array: np.ndarray) -> None:
-    """An idx file as in yann.lecun.com/exdb/mnist: magic (0, 0, type 0x08=uint8, ndim), big-endian dims."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", n) for n in array.shape)
-    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-
-
 @pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
 def test_mnist_through_torchvision_on_fake_idx_files(tmp_path, name, folder):
     rng = np.random.default_rng(0)
@@ -93,10 +88,10 @@ def test_mnist_through_torchvision_on_fake_idx_files(tmp_path, name, folder):
     tr_y = rng.integers(0, 10, 7, dtype=np.uint8)
     te_x = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
     te_y = rng.integers(0, 10, 3, dtype=np.uint8)
-    _write_idx(raw / "train-images-idx3-ubyte", tr_x)
-    _write_idx(raw / "train-labels-idx1-ubyte", tr_y)
-    _write_idx(raw / "t10k-images-idx3-ubyte", te_x)
-    _write_idx(raw / "t10k-labels-idx1-ubyte", te_y)
+    write_idx(raw / "train-images-idx3-ubyte", tr_x)
+    write_idx(raw / "train-labels-idx1-ubyte", tr_y)
+    write_idx(raw / "t10k-images-idx3-ubyte", te_x)
+    write_idx(raw / "t10k-labels-idx1-ubyte", te_y)
     ds = load_dataset({"name": name, "root": str(tmp_path), "download": False, "num_classes": 10,
                        "mean": [0.1307], "std": [0.3081]})
     assert ds.train.images.shape == (7, 1, 28, 28) and ds.test.images.shape == (3, 1, 28, 28)

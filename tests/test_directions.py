@@ -11,11 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import mlp_cfg
-from landscape_exp import directions as D
 from landscape_exp.errors import UserError
 from landscape_exp.models import build_model
-from landscape_exp.surface.weight_space import WeightSpace, point_weights
+from landscape_exp.weights import directions as D
+from landscape_exp.weights.params import named_tensors, snapshot
+from landscape_exp.weights.space import WeightSpace, point_weights
+
+from conftest import mlp_cfg
 
 
 class ConvBN(nn.Module):
@@ -53,7 +55,7 @@ def _rel(a: float, b: float) -> float:
 
 
 def test_filter_normalization_brute_force(convbn):
-    w = D.snapshot(convbn, "weights")
+    w = snapshot(convbn, "weights")
     raw = _raw(w, 7)
     d = D.create_random_direction(w, seed=7, norm="filter", ignore="biasbn")
     assert [t.shape for t in d] == [t.shape for t in w]
@@ -73,7 +75,7 @@ def test_filter_normalization_brute_force(convbn):
 
 
 def test_layer_normalization_brute_force(convbn):
-    w = D.snapshot(convbn, "weights")
+    w = snapshot(convbn, "weights")
     raw = _raw(w, 3)
     d = D.create_random_direction(w, seed=3, norm="layer", ignore="biasbn")
     for di, ri, wi in zip(d, raw, w):
@@ -87,7 +89,7 @@ def test_layer_normalization_brute_force(convbn):
 
 
 def test_weight_normalization_brute_force(convbn):
-    w = D.snapshot(convbn, "weights")
+    w = snapshot(convbn, "weights")
     raw = _raw(w, 4)
     d = D.create_random_direction(w, seed=4, norm="weight", ignore="biasbn")
     for di, ri, wi in zip(d, raw, w):
@@ -99,7 +101,7 @@ def test_weight_normalization_brute_force(convbn):
 
 
 def test_none_normalization_is_the_raw_draw(convbn):
-    w = D.snapshot(convbn, "weights")
+    w = snapshot(convbn, "weights")
     d = D.create_random_direction(w, seed=5, norm="none", ignore=None)
     for di, ri in zip(d, _raw(w, 5)):
         assert torch.equal(di, ri)
@@ -108,7 +110,7 @@ def test_none_normalization_is_the_raw_draw(convbn):
 @pytest.mark.parametrize("kind", ["weights", "states"])
 @pytest.mark.parametrize("norm", ["filter", "layer", "weight"])
 def test_ignore_biasbn_zeroes_every_1d_tensor_otherwise_copies_weights(convbn, kind, norm):
-    w = D.snapshot(convbn, kind)
+    w = snapshot(convbn, kind)
     ignored = D.create_random_direction(w, seed=1, norm=norm, ignore="biasbn")
     kept = D.create_random_direction(w, seed=1, norm=norm, ignore="none")
     n1d = 0
@@ -126,9 +128,9 @@ def test_ignore_biasbn_zeroes_every_1d_tensor_otherwise_copies_weights(convbn, k
 
 def test_states_directions_cover_batchnorm_buffers(convbn):
     sd = {k: v.clone() for k, v in convbn.state_dict().items()}  # state_dict() shares storage
-    names = [n for n, _ in D.named_tensors(convbn, "states")]
+    names = [n for n, _ in named_tensors(convbn, "states")]
     assert names == list(sd)
-    w = D.snapshot(convbn, "states")
+    w = snapshot(convbn, "states")
     d = dict(zip(names, D.create_random_direction(w, seed=2, norm="filter", ignore="none")))
     for buf in ("bn.running_mean", "bn.running_var"):
         assert torch.count_nonzero(d[buf]) == d[buf].numel()
@@ -145,7 +147,7 @@ def test_states_directions_cover_batchnorm_buffers(convbn):
 
 def test_weights_directions_one_per_parameter_and_buffers_unchanged(convbn):
     params = list(convbn.named_parameters())
-    w = D.snapshot(convbn, "weights")
+    w = snapshot(convbn, "weights")
     assert len(w) == len(params) == 6
     assert [t.shape for t in w] == [p.shape for _, p in params]
     dx = D.create_random_direction(w, seed=1)
@@ -166,7 +168,7 @@ def _mlp(hidden=(64, 64), seed=0):
 
 def test_move_to_equals_point_weights_and_restore_is_exact():
     model = _mlp((16,))
-    w = D.snapshot(model, "weights")
+    w = snapshot(model, "weights")
     dx, dy = D.create_random_direction(w, seed=1), D.create_random_direction(w, seed=2)
     space = WeightSpace(model, "weights", [dx, dy])
     for a, b in [(0.5, -0.25), (-1.0, 1.0), (0.1, 0.0), (1 / 3, 2 / 7)]:
@@ -182,7 +184,7 @@ def test_move_to_equals_point_weights_and_restore_is_exact():
 def test_move_to_close_to_float64_formula():
     """Independent of rounding order: within one float32 ulp of the float64 formula."""
     model = _mlp((16,))
-    w = D.snapshot(model, "weights")
+    w = snapshot(model, "weights")
     dx, dy = D.create_random_direction(w, seed=1), D.create_random_direction(w, seed=2)
     space = WeightSpace(model, "weights", [dx, dy])
     a, b = 1 / 3, -2 / 7
@@ -194,7 +196,7 @@ def test_move_to_close_to_float64_formula():
 
 
 def test_seeded_directions_reproducible_and_nearly_orthogonal():
-    w = D.snapshot(_mlp(), "weights")
+    w = snapshot(_mlp(), "weights")
     n = sum(t.numel() for t in w)
     a1 = D.create_random_direction(w, seed=1)
     a2 = D.create_random_direction(w, seed=1)
@@ -212,8 +214,8 @@ def test_seeded_directions_reproducible_and_nearly_orthogonal():
 
 
 def test_difference_direction():
-    t1 = D.snapshot(_mlp((16,), seed=0), "states")
-    t2 = D.snapshot(_mlp((16,), seed=1), "states")
+    t1 = snapshot(_mlp((16,), seed=0), "states")
+    t2 = snapshot(_mlp((16,), seed=1), "states")
     d = D.difference_direction(t2, t1)
     for di, a, b in zip(d, t2, t1):
         assert torch.equal(di, a - b)
@@ -221,12 +223,12 @@ def test_difference_direction():
     for di, a, b in zip(d_ign, t2, t1):
         assert torch.equal(di, torch.zeros_like(b) if b.dim() <= 1 else a - b)
     with pytest.raises(UserError, match="shape"):
-        D.difference_direction(D.snapshot(_mlp((8,)), "states"), t1)
+        D.difference_direction(snapshot(_mlp((8,)), "states"), t1)
 
 
 def test_save_load_round_trip_and_original_layout(tmp_path):
     model = _mlp((16,))
-    w = D.snapshot(model, "weights")
+    w = snapshot(model, "weights")
     names = [n for n, _ in model.named_parameters()]
     dx, dy = D.create_random_direction(w, seed=1), D.create_random_direction(w, seed=2)
     path = D.save_directions(tmp_path / "dirs.h5", {"xdirection": dx, "ydirection": dy}, names=names)
@@ -247,14 +249,14 @@ def test_save_load_round_trip_and_original_layout(tmp_path):
 
 def test_direction_file_for_another_model_is_refused(tmp_path):
     small = _mlp((16,))
-    w = D.snapshot(small, "weights")
+    w = snapshot(small, "weights")
     path = D.save_directions(tmp_path / "dirs.h5", {"xdirection": D.create_random_direction(w, seed=1)},
                              names=[n for n, _ in small.named_parameters()])
-    other = D.snapshot(_mlp((32,)), "weights")  # same tensor count, other shapes
+    other = snapshot(_mlp((32,)), "weights")  # same tensor count, other shapes
     with pytest.raises(UserError, match="shape") as e:
         D.load_directions(path, other)
     assert "\n" not in str(e.value) and "dirs.h5" in str(e.value)
-    deeper = D.snapshot(_mlp((16, 16)), "weights")  # other tensor count
+    deeper = snapshot(_mlp((16, 16)), "weights")  # other tensor count
     with pytest.raises(UserError, match="tensors"):
         D.load_directions(path, deeper)
     with pytest.raises(UserError, match="does not exist"):
@@ -265,10 +267,10 @@ def test_direction_file_for_another_model_is_refused(tmp_path):
 
 
 def test_bad_options_are_user_errors(convbn):
-    w = D.snapshot(convbn, "weights")
+    w = snapshot(convbn, "weights")
     with pytest.raises(UserError, match="'sideways'"):
         D.create_random_direction(w, seed=1, norm="sideways")
     with pytest.raises(UserError, match="'bias'"):
         D.create_random_direction(w, seed=1, ignore="bias")
     with pytest.raises(UserError, match="'grads'"):
-        D.named_tensors(convbn, "grads")
+        named_tensors(convbn, "grads")

@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from landscape_exp.data import DeviceData, ImageSplit, load_dataset
-from landscape_exp.directions import create_random_direction, snapshot
-from landscape_exp.evaluation import evaluate, evaluate_points_sums, evaluate_sums
+from landscape_exp.data.datasets import ImageSplit, load_dataset
+from landscape_exp.data.device import DeviceData
+from landscape_exp.engine.evaluation import evaluate, evaluate_points_sums, evaluate_sums
+from landscape_exp.engine.precision import Precision
 from landscape_exp.models import build_model
 from landscape_exp.models.resnet import cifar_resnet
-from landscape_exp.precision import Precision
 from landscape_exp.surface.measures import LossMeasure
-from landscape_exp.surface.weight_space import WeightSpace
+from landscape_exp.weights.directions import create_random_direction
+from landscape_exp.weights.params import snapshot
+from landscape_exp.weights.space import WeightSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,7 +128,7 @@ def test_benchmark_runs_end_to_end(tmp_path):
         assert r["max_rel_loss_error"] < (5e-2 if r["key"] == "bf16" else 1e-5)
         assert np.isclose(r["minutes_51x51"], 2601 * r["seconds_per_point"] / 60)
     # the CPU it ran on, and what it changed about bf16 there (emulated and unfused without bf16 kernels)
-    from landscape_exp.cpu import cpu_features
+    from landscape_exp.engine.cpu import cpu_features
 
     f = cpu_features()
     assert saved["cpu"]["description"] == f.describe() and saved["cpu"]["flags"] == sorted(f.flags)
@@ -138,7 +140,7 @@ def test_benchmark_runs_end_to_end(tmp_path):
 
 
 def test_cpu_paths_benchmark_times_both_precisions_as_this_cpu_runs_them(tmp_path):
-    from landscape_exp.cpu import cpu_features
+    from landscape_exp.engine.cpu import cpu_features
 
     record = _bench("bench_cpu_paths").main(["--batch", "4", "--rounds", "1", "--threads", "1",
                                              "--json", str(tmp_path / "p.json")])

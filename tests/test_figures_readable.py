@@ -16,10 +16,10 @@ import h5py
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from conftest import compose_cfg
 from omegaconf import OmegaConf
 
 from landscape_exp.app import run_job
+from landscape_exp.config.settings import Settings
 from landscape_exp.errors import UserError
 from landscape_exp.figures import (
     KINDS_2D,
@@ -37,10 +37,11 @@ from landscape_exp.figures import (
     save_html,
 )
 from landscape_exp.figures.trajectory import figure_trajectory
-from landscape_exp.settings import Settings
 from landscape_exp.surface.grid import parse_grid
 from landscape_exp.surface.store import read_surface
-from test_plotting import read_vtp
+
+from conftest import compose_cfg
+from helpers.vtp import read_vtp
 
 AUTO = LevelSpec("auto", 0.1, 10.0, 0.5, 20)
 FIXED = LevelSpec("fixed", 0.1, 10.0, 0.5, 20)  # the paper's arange(0.1, 10, 0.5)
@@ -50,8 +51,8 @@ BOWL = 50.0 + X[None, :] ** 2 + Y[:, None] ** 2  # far from a minimum: a ResNet-
 
 
 def plot_settings(**over) -> SimpleNamespace:
-    """The ``plot`` settings as conf/config.yaml has them, with ``over`` changed."""
-    cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "config.yaml").plot)
+    """The ``plot`` settings as conf/plot/default.yaml has them, with ``over`` changed."""
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "plot" / "default.yaml"))
     return SimpleNamespace(**{**cfg, "overlay": tuple(cfg["overlay"]), **over})
 
 

@@ -13,16 +13,18 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg, run_cli
 from omegaconf import OmegaConf
 
 from landscape_exp.app import run_job
-from landscape_exp.compare import load_run
-from landscape_exp.console import progress_wanted
-from landscape_exp.context import RunContext, dataset_for
+from landscape_exp.compare.runs import load_run
+from landscape_exp.config.settings import Settings, progress_wanted
+from landscape_exp.data.datasets import dataset_for
 from landscape_exp.errors import UserError
-from landscape_exp.plan import LONG, announce_cost, print_plan, timed_points
-from landscape_exp.settings import Settings
+from landscape_exp.job.context import RunContext
+from landscape_exp.job.costs import LONG, announce_cost, timed_points
+from landscape_exp.job.plan import plan_job
+
+from conftest import compose_cfg, run_cli
 
 TINY = ["x=-1:1:5", "plot.enabled=false", "sharpness=none"]
 
@@ -34,7 +36,7 @@ def _ctx(root: Path, overrides: list[str]) -> RunContext:
 
 def test_plan_names_model_data_device_and_warns_of_a_cifar_net_on_digits(tmp_path: Path, capsys) -> None:
     ctx = _ctx(tmp_path, ["model=resnet20", "task=surface2d"])
-    print_plan(ctx, dataset_for(ctx.settings.dataset), "a 51x51 grid (2,601 points)")
+    plan_job(ctx, dataset_for(ctx.settings.dataset), "a 51x51 grid (2,601 points)")
     out = capsys.readouterr().out
     assert "plan: surface2d: a 51x51 grid (2,601 points)" in out
     assert "model resnet20 (272,186 parameters) on digits (1,438 train / 359 test images, 1x8x8, 10 classes)" in out
@@ -50,8 +52,9 @@ def test_bf16_is_offered_as_cheaper_only_on_a_cpu_with_bf16_units_running_fp32(t
                                                                                offered) -> None:
     from dataclasses import replace
 
-    from landscape_exp import plan, precision
-    from landscape_exp.cpu import cpu_features
+    from landscape_exp.engine import precision
+    from landscape_exp.engine.cpu import cpu_features
+    from landscape_exp.surface import job as plan
     from landscape_exp.surface.grid import parse_grid
 
     # a CPU with bf16 units has oneDNN's bf16 kernels too (the Xeon); one without may lack both (the EPYC)
@@ -106,9 +109,9 @@ def test_the_plan_names_the_checkpoints_model_and_its_batch_and_reads_the_file_o
     """checkpoint= holding ResNet-20 while model= is the default LeNet: the plan must describe
     ResNet-20 (its parameters, its evaluation batch: 128 on a CPU, where LeNet on 3x32x32 gets 256),
     say once that model= does not apply, and the file must be read once."""
-    from landscape_exp import model_source
-    from landscape_exp.checkpoint import save_checkpoint
-    from landscape_exp.context import eval_batch_size
+    from landscape_exp.engine.batch import eval_batch_size
+    from landscape_exp.io.checkpoint import save_checkpoint
+    from landscape_exp.job import checkpoints as model_source
     from landscape_exp.models import build_model
 
     data = ["dataset=synthetic", "dataset.image_size=32", "dataset.num_train=16", "dataset.num_test=4"]

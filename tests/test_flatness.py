@@ -1,4 +1,4 @@
-"""Gaussian and PAC-Bayes flatness (landscape_exp.flatness) against the closed forms of a quadratic
+"""Gaussian and PAC-Bayes flatness (landscape_exp.measures.flatness) against the closed forms of a quadratic
 loss, and their behaviour under the ReLU rescaling that leaves a network's function unchanged."""
 
 from __future__ import annotations
@@ -11,14 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from landscape_exp.config.measures import FlatnessSettings
 from landscape_exp.errors import UserError
-from landscape_exp.flatness import (
-    FlatnessSettings,
-    gaussian_sharpness,
-    model_eval_fn,
-    pac_bayes_sigma,
-    t_interval,
-)
+from landscape_exp.measures.flatness import gaussian_sharpness, model_eval_fn, pac_bayes_sigma, t_interval
+from landscape_exp.weights.params import select_parameters
 
 
 def quadratic(d: int = 2000, seed: int = 0):
@@ -91,8 +87,8 @@ def test_magnitude_aware_measures_are_rescaling_invariant_and_plain_ones_are_not
     batches = lambda: [(x[:128], y[:128]), (x[128:], y[128:])]  # noqa: E731
     values = {}
     for name, model in (("net", net), ("rescaled", other)):
-        params = list(model.named_parameters())
-        theta = torch.cat([p.detach().reshape(-1) for _, p in params])
+        params = select_parameters(model)
+        theta = params.vector()
         fn = model_eval_fn(model, params, batches, "crossentropy", "loss")
         values[name] = {
             "plain": gaussian_sharpness(fn, theta, 0.05, samples=8, seed=2).value,
@@ -108,8 +104,8 @@ def test_magnitude_aware_measures_are_rescaling_invariant_and_plain_ones_are_not
     assert abs(b["plain"] / a["plain"] - 1) > 0.2, (a["plain"], b["plain"])
     assert abs(b["pb"] / a["pb"] - 1) > 0.05, (a["pb"], b["pb"])
     # eps > 0 (Jiang et al.'s 1e-3 floor) breaks the invariance only slightly
-    params = list(net.named_parameters())
-    theta = torch.cat([p.detach().reshape(-1) for _, p in params])
+    params = select_parameters(net)
+    theta = params.vector()
     fn = model_eval_fn(net, params, batches, "crossentropy", "loss")
     with_eps = gaussian_sharpness(fn, theta, 0.2, samples=8, seed=2, magnitude=True, eps=1e-3).value
     assert with_eps == pytest.approx(a["mag"], rel=0.05)
@@ -119,8 +115,8 @@ def test_error_metric_and_refusals():
     net = relu_net()
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(50, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (50,), generator=g)
-    params = list(net.named_parameters())
-    theta = torch.cat([p.detach().reshape(-1) for _, p in params])
+    params = select_parameters(net)
+    theta = params.vector()
     err = model_eval_fn(net, params, lambda: [(x, y)], "crossentropy", "error")
     assert err(torch.zeros_like(theta)) == pytest.approx(float((net(x).argmax(1) != y).double().mean()))
     with pytest.raises(UserError, match="samples=1 must be >= 2"):

@@ -9,10 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import compose_cfg
 from landscape_exp.app import run_job
 from landscape_exp.errors import UserError
-from landscape_exp.sharpness import loss_rise_at_radii
+from landscape_exp.measures.surface_shape import loss_rise_at_radii
+
+from conftest import compose_cfg
 
 
 def test_surface1d_over_three_seeds(tmp_path, mlp_ckpts):

@@ -12,15 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from landscape_exp.data import DeviceData, load_dataset
-from landscape_exp.directions import create_random_direction, snapshot
-from landscape_exp.evaluation import evaluate_sums
-from landscape_exp.folding import EvalCopy, eval_forward, fold_pairs, folded_conv
-from landscape_exp.precision import Precision, resolve_precision
-from landscape_exp.resources import cpu_threads
+from landscape_exp.data.datasets import load_dataset
+from landscape_exp.data.device import DeviceData
+from landscape_exp.engine.cpu import cpu_threads
+from landscape_exp.engine.evaluation import evaluate_sums
+from landscape_exp.engine.folding import EvalCopy, eval_forward, fold_pairs, folded_conv
+from landscape_exp.engine.precision import Precision, resolve_precision
 from landscape_exp.surface.grid import parse_grid
 from landscape_exp.surface.measures import LossMeasure
-from landscape_exp.surface.weight_space import WeightSpace
+from landscape_exp.weights.directions import create_random_direction
+from landscape_exp.weights.params import snapshot
+from landscape_exp.weights.space import WeightSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,7 +143,7 @@ def test_bf16_copy_error_is_small_and_reported(monkeypatch, kernels):
     unfused (emulated bf16) elsewhere; the branch without it is forced on every machine."""
     from dataclasses import replace
 
-    from landscape_exp import cpu, folding
+    from landscape_exp.engine import cpu, folding
 
     features = cpu.cpu_features() if kernels else replace(cpu.cpu_features(), fused_conv_bf16=False)
     monkeypatch.setattr(folding, "cpu_features", lambda: features)
@@ -198,11 +200,12 @@ def test_batch_is_chosen_for_the_device_and_model(tmp_path):
     """eval.batch_size=null: the largest power of two whose biggest layer output fits the device's
     budget (conf/config.yaml), measured in docs/engine.md: 128 for ResNets on CIFAR-10 on a CPU,
     the whole split for LeNet on 8x8 digits, 4096 on CUDA."""
-    from conftest import compose_cfg
     from omegaconf import OmegaConf
 
-    from landscape_exp.context import RunContext
-    from landscape_exp.settings import Settings
+    from landscape_exp.config.settings import Settings
+    from landscape_exp.job.context import RunContext
+
+    from conftest import compose_cfg
 
     cases = {("model=resnet56", "dataset=cifar10"): (128, 4096), ("model=resnet20", "dataset=cifar10"): (128, 4096),
              ("model=vgg9", "dataset=cifar10"): (32, 4096), ("model=lenet",): (4096, 4096),
@@ -214,7 +217,7 @@ def test_batch_is_chosen_for_the_device_and_model(tmp_path):
 
 
 def test_batch_for_memory_and_largest_output():
-    from landscape_exp.evaluation import batch_for_memory, largest_output_bytes
+    from landscape_exp.engine.batch import batch_for_memory, largest_output_bytes
 
     assert batch_for_memory(65536, 8 * 2**20, 32, 4096) == 128
     assert batch_for_memory(1536, 8 * 2**20, 32, 4096) == 4096
@@ -229,14 +232,15 @@ def test_batch_for_memory_and_largest_output():
 def test_precision_defaults_come_from_the_config():
     from omegaconf import OmegaConf
 
-    from landscape_exp.settings import PrecisionSettings, Section
+    from landscape_exp.config.reader import Section
+    from landscape_exp.config.sections import PrecisionSettings
 
     for mode in ("auto", "fp32", "tf32", "bf16"):
         p = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "precision" / f"{mode}.yaml"))
         assert PrecisionSettings.read(Section(p, "precision")).fold_bn is True
     auto = resolve_precision("auto", None, False, torch.device("cpu"), fold_bn=True)
     assert auto.mode == "fp32" and auto.fold_bn and auto.dtype is None and not auto.notices
-    from landscape_exp.cpu import cpu_features
+    from landscape_exp.engine.cpu import cpu_features
 
     assert auto.channels_last == cpu_features().mkldnn  # oneDNN's layout where there is oneDNN
 
@@ -272,7 +276,7 @@ def test_threads_follow_the_affinity_mask(monkeypatch, tmp_path):
                     or subprocess.run(["which", "taskset"], capture_output=True).returncode != 0,
                     reason="needs taskset and two CPUs")
 def test_threads_under_taskset_in_a_subprocess():
-    code = "from landscape_exp.resources import cpu_threads; print(cpu_threads(current=64))"
+    code = "from landscape_exp.job.preflight import cpu_threads; print(cpu_threads(current=64))"
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")}
     out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          timeout=120)

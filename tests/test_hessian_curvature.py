@@ -17,16 +17,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DIGITS_CFG, mlp_cfg
 from torch import nn
 from torch.func import functional_call
 
 from landscape_exp import hessian as H
-from landscape_exp import spectral
-from landscape_exp.data import DeviceData, load_dataset
+from landscape_exp.data.datasets import load_dataset
+from landscape_exp.data.device import DeviceData
 from landscape_exp.errors import UserError
-from landscape_exp.hvp import FisherOperator, GaussNewtonOperator, HessianOperator, flatten, unflatten
+from landscape_exp.hessian import density, spectral
+from landscape_exp.hessian.operators import FisherOperator, GaussNewtonOperator, HessianOperator
 from landscape_exp.models import build_model
+from landscape_exp.weights.params import flatten, select_parameters, unflatten
+
+from conftest import DIGITS_CFG, mlp_cfg
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -85,7 +88,7 @@ def minimum():
     Hm = torch.autograd.functional.hessian(loss_of, flat, vectorize=True).numpy()
     evals, evecs = (t.numpy() for t in torch.linalg.eigh(torch.from_numpy(Hm)))  # torch's LAPACK: 10x faster here
     data = DeviceData(ds.train, ds.mean, ds.std, "cpu")
-    sel = H.select_parameters(model, "biasbn")
+    sel = select_parameters(model, "biasbn")
     op = H.make_operator(model, sel, data, batch_size=512)  # 1438 = 512 + 512 + 414
     return {"model": model, "op": op, "sel": sel, "data": data, "H": Hm, "evals": evals, "evecs": evecs}
 
@@ -150,7 +153,7 @@ def test_bulk_edge_and_outliers_against_the_exact_spectrum(minimum):
     dim, lmax = len(ev), ev[-1]
     r = H.spectrum_report(minimum["op"], H.SpectrumSettings(k=1, trace_probes=0, density_probes=2, density_iters=80,
                                                             bottom=False))
-    exact = spectral.bulk_split(torch.from_numpy(ev), torch.full((dim,), 1.0 / dim), dim)
+    exact = density.bulk_split(torch.from_numpy(ev), torch.full((dim,), 1.0 / dim), dim)
     b = r.bulk
     assert b is not None and "bulk edge" in b.rule
     # The same rule on the SLQ density and on the exact spectrum: edges within one kernel width,
@@ -160,7 +163,7 @@ def test_bulk_edge_and_outliers_against_the_exact_spectrum(minimum):
     assert 0.02 * lmax < b.edge < 0.2 * lmax and 5 <= b.num_outliers <= 20  # digits: about C = 10 outliers
     assert len(b.per_probe) == 2 and exact.num_outliers == int((ev > exact.edge).sum())
     # A spectrum too small for a bulk: no edge, no outliers.
-    tiny = spectral.bulk_split(torch.tensor([0.0, 1.0, 2.0]), torch.full((3,), 1 / 3), 3)
+    tiny = density.bulk_split(torch.tensor([0.0, 1.0, 2.0]), torch.full((3,), 1 / 3), 3)
     assert math.isnan(tiny.edge) and tiny.num_outliers == 0
 
 
@@ -252,7 +255,7 @@ def test_block_spectra_are_the_exact_diagonal_blocks():
     names, like = [n for n, _ in model.named_parameters()], [p.detach() for p in model.parameters()]
     Hm = torch.autograd.functional.hessian(
         lambda f: F.cross_entropy(functional_call(model, dict(zip(names, unflatten(f, like))), (X,)), y), flatten(like)).numpy()
-    sel = H.select_parameters(model, "none")
+    sel = select_parameters(model, "none")
     assert [(n, i) for n, i in H.layer_blocks(sel)] == [("0", [0, 1]), ("2", [2, 3])]
 
     def make(params=None):
@@ -273,15 +276,15 @@ def test_subspace_overlap_and_gradient_fraction():
     g = torch.Generator().manual_seed(9)
     Q, _ = torch.linalg.qr(torch.randn(50, 50, generator=g, dtype=torch.float64))
     A, B = Q[:, :4].T, Q[:, 2:6].T  # share two of four directions
-    assert spectral.subspace_overlap(A, A) == pytest.approx(1.0, abs=1e-12)
-    assert spectral.subspace_overlap(A, -3.0 * A) == pytest.approx(1.0, abs=1e-12)  # sign and scale free
-    assert spectral.subspace_overlap(A, B) == pytest.approx(0.5, abs=1e-12)
-    assert spectral.subspace_overlap(A, Q[:, 10:14].T) == pytest.approx(0.0, abs=1e-12)
+    assert density.subspace_overlap(A, A) == pytest.approx(1.0, abs=1e-12)
+    assert density.subspace_overlap(A, -3.0 * A) == pytest.approx(1.0, abs=1e-12)  # sign and scale free
+    assert density.subspace_overlap(A, B) == pytest.approx(0.5, abs=1e-12)
+    assert density.subspace_overlap(A, Q[:, 10:14].T) == pytest.approx(0.0, abs=1e-12)
     v = 3 * Q[:, 0] + 4 * Q[:, 20]
-    assert spectral.fraction_in_subspace(v, A) == pytest.approx(9 / 25, abs=1e-12)
-    assert math.isnan(spectral.fraction_in_subspace(torch.zeros(50, dtype=torch.float64), A))
+    assert density.fraction_in_subspace(v, A) == pytest.approx(9 / 25, abs=1e-12)
+    assert math.isnan(density.fraction_in_subspace(torch.zeros(50, dtype=torch.float64), A))
     with pytest.raises(UserError, match="subspace_overlap"):
-        spectral.subspace_overlap(A, Q[:10, :3].T)
+        density.subspace_overlap(A, Q[:10, :3].T)
 
 
 def test_a_running_report_says_each_stage_with_its_true_product_count():
@@ -289,7 +292,7 @@ def test_a_running_report_says_each_stage_with_its_true_product_count():
     the counts said before a stage (trace, density) are the products it then takes, and every
     end line's count is the report's own."""
     model, X, y = _tiny()
-    sel = H.select_parameters(model, "none")
+    sel = select_parameters(model, "none")
 
     def make(params=None):
         return HessianOperator(model, list(params or sel.params), [(X, y)], F.cross_entropy, 40)

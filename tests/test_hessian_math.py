@@ -19,16 +19,10 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape_exp.errors import UserError
-from landscape_exp.hvp import HessianOperator, flatten, unflatten
-from landscape_exp.spectral import (
-    SolverOptions,
-    extreme_eigenvalues,
-    gaussian_density,
-    hutchinson_trace,
-    lanczos,
-    slq_density,
-    top_eigenpairs,
-)
+from landscape_exp.hessian.density import gaussian_density, hutchinson_trace, slq_density
+from landscape_exp.hessian.operators import HessianOperator
+from landscape_exp.hessian.spectral import SolverOptions, extreme_eigenvalues, lanczos, top_eigenpairs
+from landscape_exp.weights.params import flatten, unflatten
 
 N = 64  # samples
 

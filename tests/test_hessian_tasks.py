@@ -22,12 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from conftest import compose_cfg, lenet_cfg, mlp_cfg
 from landscape_exp import hessian as H
 from landscape_exp.app import run_job
-from landscape_exp.data import DeviceData, load_dataset
+from landscape_exp.data.datasets import load_dataset
+from landscape_exp.data.device import DeviceData
 from landscape_exp.errors import UserError
 from landscape_exp.models import build_model
+from landscape_exp.weights.params import direction_to_vector, select_parameters, vector_to_direction
+
+from conftest import compose_cfg, lenet_cfg, mlp_cfg
 
 BASE = ["model=mlp", "model.hidden=[16]", "optim.epochs=2"]
 SUB = ["hessian.num_samples=128", "hessian.k=3"]
@@ -425,13 +428,13 @@ def test_trajectory_without_checkpoints(root, tmp_path):
 def test_parameter_selection_and_direction_layout():
     model = build_model(lenet_cfg())
     params = list(model.parameters())
-    sel = H.select_parameters(model, "biasbn")
+    sel = select_parameters(model, "biasbn")
     assert list(sel.indices) == [i for i, p in enumerate(params) if p.dim() > 1]
     assert sel.dim == sum(params[i].numel() for i in sel.indices)
-    everything = H.select_parameters(model, "none")
+    everything = select_parameters(model, "none")
     assert list(everything.indices) == list(range(len(params)))
     vec = torch.randn(sel.dim, dtype=torch.float64)
-    d = H.vector_to_direction(vec, model, sel)
+    d = vector_to_direction(vec, model, sel)
     assert [t.shape for t in d] == [p.shape for p in params] and all(t.dtype == torch.float32 for t in d)
     off = 0
     for i, (t, p) in enumerate(zip(d, params)):
@@ -440,11 +443,11 @@ def test_parameter_selection_and_direction_layout():
             off += p.numel()
         else:
             assert not t.any()
-    torch.testing.assert_close(H.direction_to_vector(d, sel), vec.float())
+    torch.testing.assert_close(direction_to_vector(d, sel), vec.float())
     with pytest.raises(UserError, match="eigenvector has shape"):
-        H.vector_to_direction(vec[:-1], model, sel)
+        vector_to_direction(vec[:-1], model, sel)
     with pytest.raises(UserError, match="ignore option"):
-        H.select_parameters(model, "bias")
+        select_parameters(model, "bias")
 
 
 def test_sample_subset_and_sign():
@@ -473,7 +476,7 @@ def tiny():
         for p in model.parameters():
             p.mul_(2.0)
     data = DeviceData(ds.train, ds.mean, ds.std, "cpu")
-    sel = H.select_parameters(model, "biasbn")
+    sel = select_parameters(model, "biasbn")
     m64 = build_model(mlp_cfg((6,), image_size=3, num_classes=3)).double().eval()
     m64.load_state_dict(model.state_dict())
     X, y = digits_inputs(ds, None)

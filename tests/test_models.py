@@ -4,6 +4,7 @@ initialisation of the original tool (tomgoldstein/loss-landscape), determinism, 
 
 from __future__ import annotations
 
+import ast
 import importlib
 import math
 import re
@@ -19,6 +20,8 @@ from torch import nn
 from landscape_exp.errors import UserError
 from landscape_exp.models import BUILDERS, build_model, list_models, model_spec
 from landscape_exp.models.densenet import densenet, densenet121
+from landscape_exp.models.registry import BUILDER_FUNCTIONS, CIFAR10, register_builder, variant
+from landscape_exp.models.registry import DIGITS as DIGITS_SHAPE
 from landscape_exp.models.resnet import BasicBlock, cifar_resnet
 from landscape_exp.models.small import lenet, mlp
 from landscape_exp.models.vgg import vgg, vgg9
@@ -481,3 +484,121 @@ def test_docs_table_matches_measured_counts(measured_counts: dict[str, tuple[int
         if len(cells) >= 5 and cells[0] in EXPECTED_NAMES:
             rows[cells[0]] = (int(cells[2].replace(",", "")), int(cells[4].replace(",", "")))
     assert rows == measured_counts
+
+
+# ---------------------------------------------------------------- the registry (decorators beside the builders)
+
+IO_KEYS = ("num_classes", "in_channels", "image_size")
+
+
+def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def dataset_conf(name: str) -> dict[str, int]:
+    cfg = OmegaConf.load(ROOT / "conf" / "dataset" / f"{name}.yaml")
+    return {"num_classes": cfg.num_classes, "channels": cfg.channels, "image_size": cfg.image_size}
+
+
+def test_default_dataset_shapes_are_the_dataset_configs() -> None:
+    # The registry's defaults are the very shapes conf/dataset/ gives these datasets.
+    for shape in (CIFAR10, DIGITS_SHAPE):
+        cfg = dataset_conf(shape.name)
+        assert (shape.num_classes, shape.in_channels, shape.image_size) == (
+            cfg["num_classes"], cfg["channels"], cfg["image_size"]
+        )
+    top = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "config.yaml"))
+    assert isinstance(top, dict)
+    assert {"dataset": DIGITS_SHAPE.name} in top["defaults"]  # digits is the embedded default dataset
+
+
+@pytest.mark.parametrize("path", MODEL_CONFS, ids=lambda p: p.stem)
+def test_build_by_name_with_num_classes_only(path: Path) -> None:
+    # (a) the variant's dataset supplies in_channels and image_size: CIFAR-10 for the CIFAR nets,
+    # digits for lenet and mlp; the result equals the YAML resolved with that dataset's config.
+    spec = model_spec(path.stem)
+    expected = "digits" if path.stem in ("lenet", "mlp") else "cifar10"
+    assert spec.data.name == expected
+    home = dataset_conf(expected)
+    with torch.device("meta"):
+        by_name = build_model(path.stem, num_classes=10)
+        by_bare_name = build_model({"name": path.stem, "num_classes": 10})
+        by_conf = build_from_conf(path, home)
+    assert shapes(by_name) == shapes(by_conf) == shapes(by_bare_name)
+    assert list(by_name.state_dict()) == list(by_conf.state_dict())
+    if path.stem in ("resnet20", "lenet", "mlp", "torchvision"):  # real weights and a forward pass, cheaply
+        c, size = home["channels"], home["image_size"]
+        model = build_model(path.stem, num_classes=10).eval()
+        with torch.no_grad():
+            assert model(torch.randn(2, c, size, size)).shape == (2, 10)
+
+
+def test_resnet56_by_name_is_the_cifar10_network() -> None:
+    assert n_params(build_model("resnet56", num_classes=10)) == RESNET_CIFAR10[56] == 855_770
+    assert meta_params(lambda: build_model("resnet56", num_classes=100)) == resnet_count(56, 1, True, 3, 100)
+    assert meta_params(lambda: build_model("lenet", num_classes=10)) == 21_386  # digits, 1x8x8
+    assert meta_params(lambda: build_model("lenet", num_classes=10, in_channels=1, image_size=28)) == 107_786
+
+
+@pytest.mark.parametrize("path", MODEL_CONFS, ids=lambda p: p.stem)
+def test_registered_variant_is_the_yaml(path: Path) -> None:
+    # (b) fixed arguments and builder path of the decorator equal the YAML's.
+    cfg = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(cfg, dict)
+    spec = model_spec(path.stem)
+    own = {k: v for k, v in cfg.items() if k not in ("_target_", "name", *IO_KEYS)}
+    assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.fixed.items()} == own
+    fn = resolve_target(cfg["_target_"])
+    assert spec.builder == cfg["_target_"] == f"{fn.__module__}.{fn.__name__}"
+    assert BUILDER_FUNCTIONS[spec.builder] is fn
+    assert not set(spec.fixed) & set(IO_KEYS)
+
+
+@pytest.mark.parametrize("path", MODEL_CONFS, ids=lambda p: p.stem)
+def test_build_by_name_equals_yaml_on_cifar(path: Path) -> None:
+    # (c) by name with CIFAR's shape given explicitly = the YAML resolved with a CIFAR dataset.
+    io = {"num_classes": CIFAR["num_classes"], "in_channels": CIFAR["channels"], "image_size": CIFAR["image_size"]}
+    with torch.device("meta"):
+        by_name = build_model(path.stem, **io)
+        by_conf = build_from_conf(path, CIFAR)
+    assert type(by_name) is type(by_conf)
+    assert shapes(by_name) == shapes(by_conf)
+    assert list(by_name.state_dict()) == list(by_conf.state_dict())
+
+
+def _spare_builder(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    return nn.Linear(in_channels * image_size * image_size, num_classes)
+
+
+def test_second_registration_raises_and_changes_nothing() -> None:
+    # (d) a name or a builder registered twice is a programming error, and the registry is
+    # left as it was (everything is checked before anything is recorded).
+    before = (dict(BUILDER_FUNCTIONS), {n: model_spec(n) for n in list_models()})
+    with pytest.raises(ValueError, match="'resnet56' is registered twice"):
+        register_builder(variant("brand_new"), variant("resnet56"), data=CIFAR10)(_spare_builder)
+    with pytest.raises(ValueError, match="'twin' is registered twice"):
+        register_builder(variant("twin"), variant("twin"), data=CIFAR10)(_spare_builder)
+    with pytest.raises(ValueError, match="cifar_resnet' is registered twice"):
+        register_builder(variant("resnet_other", depth=8), data=CIFAR10)(cifar_resnet)
+    with pytest.raises(ValueError, match="vgg9' is registered twice"):
+        register_builder(data=CIFAR10)(vgg9)
+    with pytest.raises(ValueError, match="come from the dataset"):
+        register_builder(variant("fixed_io", num_classes=3), data=CIFAR10)(_spare_builder)
+    with pytest.raises(ValueError, match="does not take"):
+        register_builder(variant("typo", widht=2), data=CIFAR10)(_spare_builder)
+
+    def nested(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+        return nn.Identity()
+
+    with pytest.raises(ValueError, match="module-level"):
+        register_builder(variant("nested"), data=CIFAR10)(nested)
+    assert (dict(BUILDER_FUNCTIONS), {n: model_spec(n) for n in list_models()}) == before
+    assert f"{__name__}._spare_builder" not in BUILDERS
+
+
+def test_registry_imports_no_zoo_module() -> None:
+    # The zoo modules import the registry for the decorator; the reverse would be a cycle.
+    tree = ast.parse((ROOT / "src" / "landscape_exp" / "models" / "registry.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in imported if m.startswith("landscape_exp.models")}, imported

@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT, run_cli
-from test_data import _write_idx
 
-from landscape_exp.checkpoint import load_checkpoint, model_from_checkpoint
-from landscape_exp.data import load_dataset, random_labels
+from landscape_exp.data.datasets import load_dataset, random_labels
 from landscape_exp.errors import UserError
+from landscape_exp.io.checkpoint import load_checkpoint
 from landscape_exp.models import build_model
+from landscape_exp.models.loading import model_from_checkpoint
+
+from conftest import ROOT, run_cli
+from helpers.datasets import write_idx
 
 EXAMPLE = ROOT / "examples" / "own_model_and_data"
 
@@ -60,7 +62,7 @@ def test_any_torchvision_dataset_class_equals_the_dedicated_loader(tmp_path: Pat
     tr_y, te_y = rng.integers(0, 10, 6, dtype=np.uint8), rng.integers(0, 10, 4, dtype=np.uint8)
     for stem, arr in (("train-images-idx3-ubyte", tr_x), ("train-labels-idx1-ubyte", tr_y),
                       ("t10k-images-idx3-ubyte", te_x), ("t10k-labels-idx1-ubyte", te_y)):
-        _write_idx(raw / stem, arr)
+        write_idx(raw / stem, arr)
     ds = load_dataset({"name": "torchvision", "class": "KMNIST", "root": str(tmp_path), "download": False,
                        "num_classes": 10, "mean": None, "std": None})
     np.testing.assert_array_equal(ds.train.images[:, 0].numpy(), tr_x)

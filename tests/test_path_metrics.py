@@ -1,4 +1,4 @@
-"""Connectivity measures of a path (landscape_exp.path_metrics) against brute force and closed forms,
+"""Connectivity measures of a path (landscape_exp.measures.paths) against brute force and closed forms,
 and through task=interp1d / task=connect into summary.json, the HDF5 files and the figures."""
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import compose_cfg
 from landscape_exp.app import run_job
 from landscape_exp.errors import UserError
-from landscape_exp.path_metrics import barrier, curve_stats, mode_connectivity, path_measures
+from landscape_exp.measures.paths import barrier, curve_stats, mode_connectivity, path_measures
+
+from conftest import compose_cfg
 
 T = np.linspace(-0.5, 1.5, 401)  # interp1d's default grid: the models at t = 0 and 1
 
@@ -68,10 +69,11 @@ def test_curve_statistics_closed_forms():
 def test_measures_names_errors_and_refusals():
     t = np.linspace(0, 1, 5)
     m = path_measures(t, {"train_loss": [0.1, 0.5, 0.9, 0.5, 0.1], "train_acc": [100, 80, 50, 80, 100]}, prefix="")
-    assert m["barrier_train_loss"] == {"value": pytest.approx(0.8), "ci_low": None, "ci_high": None, "higher_is_sharper": True}
-    assert m["barrier_train_error"]["value"] == pytest.approx(50.0)  # error in percent, from the accuracy
-    assert m["mc_train_error"]["value"] == pytest.approx(-50.0) and m["mc_train_loss"]["higher_is_sharper"] is False
-    assert m["barrier_location_train_loss"]["value"] == 0.5 and m["curve_integral_train_loss"]["value"] == pytest.approx(0.5)
+    assert m["barrier_train_loss"].to_json() == {"value": pytest.approx(0.8), "ci_low": None, "ci_high": None,
+                                                 "higher_is_sharper": True}
+    assert m["barrier_train_error"].value == pytest.approx(50.0)  # error in percent, from the accuracy
+    assert m["mc_train_error"].value == pytest.approx(-50.0) and m["mc_train_loss"].higher_is_sharper is False
+    assert m["barrier_location_train_loss"].value == 0.5 and m["curve_integral_train_loss"].value == pytest.approx(0.5)
     assert set(m) == {f"{k}_{q}" for q in ("train_loss", "train_error")
                       for k in ("barrier", "barrier_location", "mc", "curve_max", "curve_mean", "curve_integral")}
     with pytest.raises(UserError, match="not sampled at both models"):
@@ -93,9 +95,10 @@ def test_interp1d_measures_in_summary_file_and_figure(tmp_path, mlp_ckpts):
     assert m["barrier_location_train_loss"]["value"] == bloc
     assert m["barrier_test_error"]["value"] == pytest.approx(brute_barrier(x, 100 - acc)[0])
     assert stored == json.loads(json.dumps(m))
+    from landscape_exp.measures.record import measures_json
     from landscape_exp.surface.store import read_measures, read_surface
 
-    assert read_measures(read_surface(out / "surface.h5")) == stored
+    assert measures_json(read_measures(read_surface(out / "surface.h5"))) == stored
     # flatness of the first model rides along
     g = m["gaussian_sharpness"]
     assert g["ci_low"] <= g["value"] <= g["ci_high"] and g["higher_is_sharper"] is True
@@ -125,7 +128,7 @@ def test_connect_measures_in_summary_and_curve_file(tmp_path, mlp_ckpts):
 
 def test_figures_mark_the_barrier():
     from landscape_exp.figures import figure_1d, figure_curves
-    from landscape_exp.path_metrics import barrier_annotation
+    from landscape_exp.measures.paths import barrier_annotation
 
     v = 0.1 + 3.0 * np.sin(np.pi * np.clip(T, 0, 1))
     b = barrier_annotation(T, v)

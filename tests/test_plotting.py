@@ -8,7 +8,6 @@ these tests compare against.
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import matplotlib as mpl
@@ -33,6 +32,8 @@ from landscape_exp.figures import (
     save_2d,
     save_html,
 )
+
+from helpers.vtp import read_vtp
 
 X = np.linspace(-1.0, 2.0, 21)
 Y = np.linspace(-0.5, 1.0, 15)
@@ -358,30 +359,6 @@ def test_plot_curves(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------
 # ParaView export
 # ----------------------------------------------------------------------------------------
-def read_vtp(path: Path) -> dict[str, np.ndarray | int]:
-    """Parse the parts of a .vtp file the tests look at."""
-    root = ET.parse(path).getroot()
-    assert root.tag == "VTKFile" and root.get("type") == "PolyData"
-    piece = root.find("PolyData/Piece")
-    assert piece is not None
-
-    def arr(section: str, name: str) -> np.ndarray:
-        node = piece.find(f"{section}/DataArray[@Name='{name}']")
-        assert node is not None, (section, name)
-        return np.array((node.text or "").split(), dtype=float)
-
-    return {
-        "n_points": int(piece.get("NumberOfPoints")),
-        "n_polys": int(piece.get("NumberOfPolys")),
-        "points": arr("Points", "Points").reshape(-1, 3),
-        "zvalue": arr("PointData", "zvalue"),
-        "valid": arr("PointData", "valid"),
-        "cell_avg": arr("CellData", "averaged zvalue"),
-        "conn": arr("Polys", "connectivity").astype(int).reshape(-1, 4),
-        "offsets": arr("Polys", "offsets").astype(int),
-    }
-
-
 def test_vtp_points_values_and_polys(tmp_path: Path) -> None:
     out = export_vtp(X, Y, Z, tmp_path / "deep" / "surf.vtp")
     v = read_vtp(out)

@@ -21,9 +21,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg
 
 from landscape_exp.app import run_job
+
+from conftest import compose_cfg
 
 DATA = Path(__file__).parent / "data" / "pre_restructure" / "pre_restructure.json"
 

@@ -12,24 +12,24 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose_cfg, run_cli
+from landscape_exp.config.settings import Settings
 from landscape_exp.errors import UserError
+from landscape_exp.job.context import RunContext
 from landscape_exp.surface.grid import parse_grid
 from landscape_exp.surface.sharding import AlreadyMerged, merge_shards, shard_files, shard_indices, shard_path
 from landscape_exp.surface.store import SurfaceFile, read_surface
 from landscape_exp.tasks import merge as merge_task
-from landscape_exp.context import RunContext
-from landscape_exp.settings import Settings
+
+from conftest import ROOT, compose_cfg, run_cli
+from helpers.surfaces import assert_same_surface, journal_lines, ok, wait_for_journal
 
 # One pytest-xdist worker runs this whole module, so that the checkpoint its runs share (one cache for
 # the module) is trained once, not once per worker.
@@ -42,54 +42,6 @@ SURFACE = ["task=surface2d", *GRID, "optim.epochs=1", "precision=fp32", "eval.sp
            "plot.enabled=false", "logger=none", "progress=false"]
 
 
-def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def _datasets(path: Path) -> tuple[dict[str, np.ndarray], str]:
-    with h5py.File(path, "r") as f:
-        data = {k: f[k][()] for k in f if isinstance(f[k], h5py.Dataset)}
-        return data, str(f.attrs["fingerprint"])
-
-
-def assert_same_surface(got: Path, want: Path) -> None:
-    """Bit-for-bit equal metrics, coordinates and done mask, and the same fingerprint (same
-    checkpoint, directions, grid, data and precision); only the direction file's path may differ."""
-    a, fa = _datasets(got)
-    b, fb = _datasets(want)
-    assert sorted(a) == sorted(b)
-    for k in a:
-        if k == "dir_file":
-            continue
-        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
-        assert np.array_equal(a[k], b[k], equal_nan=True), f"{k} differs: max |diff| {np.nanmax(np.abs(a[k] - b[k]))}"
-    assert fa == fb
-    assert a["done"].all()
-
-
-def _journal_lines(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
-def _wait_for_journal(proc: subprocess.Popen, journal: Path, lines: int, timeout: float = 240) -> int:
-    """Poll until ``journal`` holds ``lines`` records (the process is mid-surface); returns the count."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        n = _journal_lines(journal)
-        if n >= lines:
-            return n
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"run ended (exit {proc.returncode}) before {journal.name} had {lines} points\n{out[-2000:]}\n{err[-2000:]}")
-        time.sleep(0.005)
-    proc.kill()
-    pytest.fail(f"{journal} did not reach {lines} points in {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """LANDSCAPE_ROOT of every run in this file: one checkpoint cache for all."""
@@ -100,7 +52,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reference(root: Path) -> dict[str, Path]:
     """One unsharded run (it also trains the cached checkpoint every other run reuses)."""
     out = root / "reference"
-    _ok(run_cli([*SURFACE, f"hydra.run.dir={out}"], root))
+    ok(run_cli([*SURFACE, f"hydra.run.dir={out}"], root))
     return {"surface": out / "surface.h5", "directions": out / "directions.h5"}
 
 
@@ -111,7 +63,7 @@ def reference(root: Path) -> dict[str, Path]:
 def test_submitit_local_multirun_one_result_per_job(tmp_path: Path) -> None:
     """Out of the box: no sweep dir given, the project's submitit_local defaults; each job runs
     in its own submitit process and gets its own overrides."""
-    proc = _ok(run_cli(["-m", "task=train", "model=mlp", "optim.epochs=1,2", "hydra/launcher=submitit_local",
+    proc = ok(run_cli(["-m", "task=train", "model=mlp", "optim.epochs=1,2", "hydra/launcher=submitit_local",
                         "logger=none", "progress=false"], tmp_path))
     sweeps = [p.parent for p in (tmp_path / "outputs" / "multirun").glob("*/*/multirun.yaml")]
     assert len(sweeps) == 1, proc.stdout
@@ -162,7 +114,7 @@ def test_shards_then_merge_equal_single_run(root: Path, reference: dict[str, Pat
     last shard merges on its own; deleting that and running task=merge rebuilds it; both equal
     the unsharded run point for point."""
     sweep = root / "shards3"
-    _ok(run_cli(["-m", *SURFACE, "shard.count=3", "shard.index=0,1,2", f"hydra.sweep.dir={sweep}"], root))
+    ok(run_cli(["-m", *SURFACE, "shard.count=3", "shard.index=0,1,2", f"hydra.sweep.dir={sweep}"], root))
     merged = sweep / "surface.h5"
     # disjoint, balanced, strided: shard i holds exactly the points i, i+3, i+6, ...
     sizes = []
@@ -176,7 +128,7 @@ def test_shards_then_merge_equal_single_run(root: Path, reference: dict[str, Pat
     for p in (merged, merged.with_name("surface.h5.journal"), merged.with_name("surface.h5.lock")):
         p.unlink(missing_ok=True)
     out = root / "merge3"
-    _ok(run_cli(["task=merge", f"surf_file={merged}", "plot.enabled=false", "logger=none", f"hydra.run.dir={out}"], root))
+    ok(run_cli(["task=merge", f"surf_file={merged}", "plot.enabled=false", "logger=none", f"hydra.run.dir={out}"], root))
     assert_same_surface(merged, reference["surface"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["shard_count"] == 3 and summary["points_done"] == NPOINTS and summary["surface_task"] == "surface2d"
@@ -194,11 +146,11 @@ def test_killed_shard_rerun_completes_surface(root: Path, reference: dict[str, P
 
     other = run_cli(shard1, root, popen=True)  # alongside, as on a cluster
     proc = run_cli(shard0, root, popen=True)
-    seen = _wait_for_journal(proc, journal0, 3)
+    seen = wait_for_journal(proc, journal0, 3)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    assert _journal_lines(journal0) >= seen
+    assert journal_lines(journal0) >= seen
 
     out, err = other.communicate(timeout=600)
     assert other.returncode == 0, out[-3000:] + err[-3000:]
@@ -210,7 +162,7 @@ def test_killed_shard_rerun_completes_surface(root: Path, reference: dict[str, P
     assert len(lines) == 1 and lines[0].startswith("error: cannot merge"), res.stderr
     assert shard_path(surf, 2, 0).name in lines[0] and "of 40 points to compute" in lines[0]
 
-    rerun = _ok(run_cli(shard0, root))
+    rerun = ok(run_cli(shard0, root))
     m = re.search(r"shard 0 of 2: 40 of 80 points \((\d+) already done, (\d+) to compute\)", rerun.stdout)
     assert m, rerun.stdout
     already, todo = int(m[1]), int(m[2])
@@ -337,7 +289,7 @@ def test_workers_per_job_and_preemption_requeue(root: Path, reference: dict[str,
             "hydra.launcher.tasks_per_node=2", f"hydra.sweep.dir={sweep}"]
     proc = run_cli(args, root, popen=True)
     shard0 = shard_path(sweep / "0" / "surface.h5", 2, 0)
-    _wait_for_journal(proc, shard0.with_name(shard0.name + ".journal"), 3)
+    wait_for_journal(proc, shard0.with_name(shard0.name + ".journal"), 3)
     worker0 = int(shard0.with_name(shard0.name + ".lock").read_text().split()[0])  # the writer's pid
     os.kill(worker0, signal.SIGUSR2)
     out, err = proc.communicate(timeout=600)
@@ -366,7 +318,7 @@ def test_small_sweep_trains_then_analyses(tmp_path: Path) -> None:
     """sweeps/optim_trajectory_small as documented, through submitit_local: each job trains its
     MLP (SGD or Adam, a checkpoint every epoch) into the checkpoint cache, then projects that
     path on its top-2 PCA directions and draws it on the loss contour."""
-    _ok(run_cli(["-m", "--config-dir", str(ROOT / "sweeps"), "--config-name", "optim_trajectory_small",
+    ok(run_cli(["-m", "--config-dir", str(ROOT / "sweeps"), "--config-name", "optim_trajectory_small",
                  "logger=none", "progress=false"], tmp_path, timeout=600))
     study = tmp_path / "outputs" / "studies" / "optim_trajectory_small"
     jobs = {"sgd": study / "sgd_bs64_wd0", "adam": study / "adam_bs64_wd0"}

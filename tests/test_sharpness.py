@@ -15,23 +15,25 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from landscape_exp.config.measures import SharpnessSettings
 from landscape_exp.errors import UserError
-from landscape_exp.sharpness import (
-    SharpnessSettings,
+from landscape_exp.measures.ascent import (
     adaptive_sharpness,
     ball_ascent,
+    box_ascent,
+    epsilon_sharpness,
+    hessian_sharpness,
+    model_sharpness,
+)
+from landscape_exp.measures.sharpness import sharpness_summary
+from landscape_exp.measures.surface_shape import (
     basin_area_2d,
     basin_interval,
     basin_radii_2d,
     basin_width,
     basin_width_2d,
-    box_ascent,
-    epsilon_sharpness,
-    hessian_sharpness,
     loss_rise_2d,
     loss_rise_at_radii,
-    model_sharpness,
-    sharpness_summary,
     surface_sharpness,
 )
 from landscape_exp.surface.store import read_sharpness, store_sharpness
@@ -287,8 +289,8 @@ def test_adaptive_sharpness_is_invariant_to_relu_rescaling_and_epsilon_is_not():
 
 # ------------------------------------------------------------------------------ on real data
 def test_model_sharpness_on_digits(digits):
-    from landscape_exp.data import DeviceData
-    from landscape_exp.evaluation import evaluate
+    from landscape_exp.data.device import DeviceData
+    from landscape_exp.engine.evaluation import evaluate
     from landscape_exp.models import build_model
 
     from conftest import mlp_cfg

@@ -14,50 +14,22 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from landscape_exp.surface.sharding import shard_path
-from test_scaleout import _journal_lines, _ok, _wait_for_journal, assert_same_surface
+
+from conftest import run_cli
+from helpers.slurm import sh
+from helpers.surfaces import assert_same_surface, journal_lines, ok, wait_for_journal
 
 pytestmark = pytest.mark.slurm
 
 GRID = ["x=-1:1:15", "y=-1:1:15"]  # 225 points: a shard runs long enough to be requeued mid-way
 SURFACE = ["task=surface2d", *GRID, "optim.epochs=1", "precision=fp32", "plot.enabled=false", "logger=none",
            "progress=false"]
-
-
-def _sh(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
-
-
-def _cluster() -> tuple[str | None, str]:
-    """(default partition, "") when a cluster is up with a usable node, else (None, why not)."""
-    if shutil.which("sinfo") is None:
-        return None, "no Slurm here (sinfo not found); start a test cluster with `sudo bash scripts/slurm-cluster.sh start`"
-    try:
-        res = _sh("sinfo", "--noheader", "--format=%P|%a|%t", timeout=30)
-    except subprocess.TimeoutExpired:
-        return None, "sinfo did not answer in 30 s (slurmctld not running?)"
-    if res.returncode != 0:
-        return None, f"sinfo failed: {' '.join(res.stderr.split())[:200]}"
-    for line in res.stdout.splitlines():
-        part, avail, state = (line.split("|") + ["", "", ""])[:3]
-        if part.endswith("*") and avail == "up" and state.rstrip("*~#$@") in ("idle", "mix", "alloc", "comp"):
-            return part.rstrip("*"), ""
-    return None, f"no default partition with a usable node: {res.stdout.strip()!r}"
-
-
-@pytest.fixture(scope="module")
-def partition() -> str:
-    part, why = _cluster()
-    if part is None:
-        pytest.skip(why)
-    return part
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +50,7 @@ def _array_tasks(sweep: Path) -> dict[str, Path]:
 
 def test_two_job_sweep_is_one_job_array(root: Path, partition: str) -> None:
     sweep = root / "sweep"
-    _ok(run_cli(["-m", "task=train", "model=mlp", "optim.epochs=1,2", "logger=none", "progress=false",
+    ok(run_cli(["-m", "task=train", "model=mlp", "optim.epochs=1,2", "logger=none", "progress=false",
                  f"hydra.sweep.dir={sweep}", *slurm_launcher(partition)], root, timeout=900))
     for job, epochs in (("0", 1), ("1", 2)):
         assert json.loads((sweep / job / "summary.json").read_text())["final/epoch"] == epochs
@@ -99,7 +71,7 @@ def test_two_job_sweep_is_one_job_array(root: Path, partition: str) -> None:
 def reference(root: Path, partition: str) -> Path:
     """One unsharded local run: the surface every Slurm-computed one must equal."""
     ref = root / "reference"
-    _ok(run_cli([*SURFACE, f"hydra.run.dir={ref}"], root))
+    ok(run_cli([*SURFACE, f"hydra.run.dir={ref}"], root))
     return ref
 
 
@@ -114,10 +86,10 @@ def test_sharded_surface_with_a_requeued_task(root: Path, partition: str, refere
     shard0 = shard_path(sweep / "surface.h5", 2, 0)
     journal0 = shard0.with_name(shard0.name + ".journal")
     try:
-        seen = _wait_for_journal(proc, journal0, 3, timeout=600)
+        seen = wait_for_journal(proc, journal0, 3, timeout=600)
         task0 = next(t for t in _array_tasks(sweep) if t.endswith("_0"))
         worker = int(shard0.with_name(shard0.name + ".lock").read_text().split()[0])
-        res = _sh("scontrol", "requeue", task0)
+        res = sh("scontrol", "requeue", task0)
         assert res.returncode == 0, res.stderr
         # Slurm now sends SIGTERM, which submitit masks, and SIGKILL only after its grace period
         # (KillWait), during which a fast machine could finish the shard; end the grace period now
@@ -127,23 +99,23 @@ def test_sharded_surface_with_a_requeued_task(root: Path, partition: str, refere
         # A requeued job waits out a begin time (about two minutes); let it start as soon as it can.
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
-            state = _sh("squeue", "--noheader", "--format=%T|%r", f"--jobs={task0}").stdout.strip()
+            state = sh("squeue", "--noheader", "--format=%T|%r", f"--jobs={task0}").stdout.strip()
             if state.startswith("PENDING"):
-                _sh("scontrol", "update", f"JobId={task0}", "StartTime=now")
+                sh("scontrol", "update", f"JobId={task0}", "StartTime=now")
             time.sleep(1)
         out, err = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:  # a failed test must not leave its jobs queued
             proc.kill()
             for task in _array_tasks(sweep):
-                _sh("scancel", task)
+                sh("scancel", task)
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
 
     log = (sweep / ".submitit" / task0 / f"{task0}_0_log.out").read_text()
     starts = re.findall(r"shard 0 of 2: 113 of 225 points \((\d+) already done, (\d+) to compute\)", log)
     assert len(starts) == 2 and starts[0] == ("0", "113"), log
     already, todo = map(int, starts[1])
-    assert already >= seen and already + todo == 113 and _journal_lines(journal0) == 0
+    assert already >= seen and already + todo == 113 and journal_lines(journal0) == 0
     assert_same_surface(sweep / "surface.h5", ref / "surface.h5")
 
 
@@ -151,7 +123,7 @@ def test_two_workers_in_one_job_share_a_surface(root: Path, partition: str, refe
     """hydra.launcher.tasks_per_node=2: srun starts two workers in one Slurm job; each computes
     one shard (its rank from Slurm), and together they produce the single run's surface."""
     sweep = root / "workers"
-    _ok(run_cli(["-m", *SURFACE, f"direction.file={reference / 'directions.h5'}", f"hydra.sweep.dir={sweep}",
+    ok(run_cli(["-m", *SURFACE, f"direction.file={reference / 'directions.h5'}", f"hydra.sweep.dir={sweep}",
                  *slurm_launcher(partition), "hydra.launcher.tasks_per_node=2"], root, timeout=900))
     script = next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
     assert "#SBATCH --ntasks-per-node=2" in script
@@ -189,17 +161,17 @@ def test_a_cancelled_job_is_noticed_without_accounting(root: Path, partition: st
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.5)
         (job,) = json.loads((sweep / "jobs.json").read_text())["jobs"]
-        assert _sh("scancel", job["job_id"]).returncode == 0
+        assert sh("scancel", job["job_id"]).returncode == 0
         t0 = time.monotonic()
         out, err = proc.communicate(timeout=300)
         took = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             proc.kill()
-            _sh("scancel", json.loads((sweep / "jobs.json").read_text())["jobs"][0]["job_id"])
+            sh("scancel", json.loads((sweep / "jobs.json").read_text())["jobs"][0]["job_id"])
     assert proc.returncode != 0 and took < 150, (took, err[-2000:])
     assert "has not produced any output" in err, err[-3000:]
-    if shutil.which("sacct") and _sh("sacct", "-n").returncode != 0:  # no accounting here: said once
+    if shutil.which("sacct") and sh("sacct", "-n").returncode != 0:  # no accounting here: said once
         assert err.count("keeps no job accounting") == 1 and "Bypassing sacct error" not in err
     assert f"FAILED: {sweep / '0'}" in out  # the closing line names what failed
     assert json.loads((sweep / "0" / "exit.json").read_text())["exit_code"] == 143  # SIGTERM: an exit record

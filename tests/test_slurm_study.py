@@ -20,11 +20,13 @@ import h5py
 import numpy as np
 import pytest
 
+from landscape_exp.cluster.slurm import ENDED
+from landscape_exp.cluster.status import study_status
+from landscape_exp.job.tracking import run_id_for
+
 from conftest import run_cli
-from landscape_exp.study import ENDED, study_status
-from landscape_exp.tracking import run_id_for
-from landscape_exp.wandb_offline import read_offline_run
-from test_slurm import _sh, partition  # noqa: F401  (the fixture: the default partition, or skip)
+from helpers.slurm import sh
+from helpers.wandb_offline import read_offline_run
 
 pytestmark = pytest.mark.slurm
 
@@ -47,14 +49,14 @@ def _requeue_a_running_shard(sdir: Path, deadline: float) -> tuple[str, Path]:
                 index = int(re.search(r"shard-(\d+)-of", journal.name).group(1))
                 rec = json.loads((sdir / "surfaces" / "jobs.json").read_text())
                 job = next(j for j in rec["jobs"] if Path(j["dir"]) == journal.parent and f"shard.index={index}" in j["overrides"])
-                res = _sh("scontrol", "requeue", job["job_id"])
+                res = sh("scontrol", "requeue", job["job_id"])
                 assert res.returncode == 0, res.stderr
                 return job["job_id"], journal.parent / f"shard-{index}"
         time.sleep(0.2)
     raise AssertionError("no surface shard started in time")
 
 
-def test_batch_size_study_end_to_end_with_sharded_surfaces_and_a_requeue(tmp_path: Path, partition: str) -> None:  # noqa: F811
+def test_batch_size_study_end_to_end_with_sharded_surfaces_and_a_requeue(tmp_path: Path, partition: str) -> None:
     sdir = tmp_path / "studies" / "bs"
     t0 = time.monotonic()
     res = run_cli(["-m", "landscape_exp.study", "run", "batch_wd_small", "--launcher", "slurm_cpu", "--dir", str(sdir),
@@ -80,14 +82,14 @@ def test_batch_size_study_end_to_end_with_sharded_surfaces_and_a_requeue(tmp_pat
             if all(r["state"] in ENDED for r in rows) or time.monotonic() > deadline:
                 break
             if any(r["job_id"] == requeued and r["state"].startswith("PENDING") for r in rows):
-                _sh("scontrol", "update", f"JobId={requeued}", "StartTime=now")  # skip the requeue's begin time
+                sh("scontrol", "update", f"JobId={requeued}", "StartTime=now")  # skip the requeue's begin time
             time.sleep(1)
     finally:
         for st in ("train", "surfaces", "interp", "compare"):
             rec = sdir / st / "jobs.json"
             if rec.is_file() and any(r["state"] not in ENDED for r in study_status(sdir)):
                 for j in json.loads(rec.read_text())["jobs"]:
-                    _sh("scancel", str(j["job_id"]))
+                    sh("scancel", str(j["job_id"]))
     took = time.monotonic() - t0
     status = subprocess.run([sys.executable, "-m", "landscape_exp.study", "status", str(sdir)], capture_output=True, text=True)
     assert all(r["state"] == "COMPLETED" for r in rows), status.stdout

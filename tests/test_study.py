@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from landscape_exp.cluster.launches import closing_line, group_for, job_name, write_launch_record
+from landscape_exp.cluster.slurm import squeue_states
+from landscape_exp.cluster.status import format_status, study_status
+from landscape_exp.cluster.study import run_study, studies
 from landscape_exp.errors import UserError
-from landscape_exp.study import (closing_line, format_status, job_name, run_study, squeue_states, studies, study_status,
-                                 write_launch_record)
+from landscape_exp.job.tracking import run_id_for
 from landscape_exp.surface.sharding import merged_dir_name
-from landscape_exp.tracking import group_for, run_id_for
 
 
 def test_run_id_is_the_job_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,7 +132,7 @@ def test_study_status_from_queue_and_exit_records(fake_slurm: Path, capsys: pyte
     with pytest.raises(UserError, match="not a study directory"):
         study_status(fake_slurm)
     # the status command: exit 2 naming the jobs that ended without completing, not the pending one
-    from landscape_exp.study import main
+    from landscape_exp.cluster.cli import main
 
     assert main(["status", str(sdir)]) == 2
     err = capsys.readouterr().err
@@ -166,7 +168,7 @@ def test_every_study_names_existing_sweep_configs() -> None:
 def test_a_slurm_study_chains_its_stages_and_scopes_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every stage submitted detached, each after the previous stage's job arrays (afterok), the
     comparison last over the study's directory; ``surfaces:k=v`` reaches only that stage."""
-    import landscape_exp.study as study
+    import landscape_exp.cluster.study as study
 
     calls: list[tuple[list[str], dict[str, str]]] = []
 

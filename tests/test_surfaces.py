@@ -16,11 +16,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import compose_cfg, mlp_cfg, run_cli
 from landscape_exp.app import run_job
-from landscape_exp.checkpoint import save_checkpoint
 from landscape_exp.errors import UserError
+from landscape_exp.io.checkpoint import save_checkpoint
 from landscape_exp.models import build_model
+
+from conftest import compose_cfg, mlp_cfg, run_cli
 
 NO_PLOT = ["plot.enabled=false"]
 

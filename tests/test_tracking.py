@@ -7,51 +7,23 @@ import base64
 import hashlib
 import json
 import shutil
-import time
 import warnings
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from landscape_exp.errors import UserError
-from landscape_exp.tracking import Tracker, WandbTracker, make_tracker
-from landscape_exp.wandb_offline import find_offline_runs, read_offline_run, wandb_records
+from landscape_exp.job.tracking import Tracker, WandbTracker, make_tracker
 
-from conftest import CONF_DIR
+from helpers.tracking import TINY, compose, read_finished, run
+from helpers.wandb_offline import find_offline_runs, wandb_records
 
-TINY = ["model=mlp", "dataset=digits", "optim.epochs=2", "x=-1:1:5", "progress=false"]
-
-
-def compose(root: Path, overrides: list[str]):
-    """The job config of ``python run.py <overrides>`` with every path under ``root``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    base = [f"paths.root={root}", f"paths.data_dir={root}/data", f"paths.cache_dir={root}/.cache",
-            f"paths.output_dir={root}/outputs"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("config", overrides=base + overrides)
-
-
-def read_finished(run_dir: Path, timeout: float = 20.0) -> dict:
-    """The offline run once its exit record is on disk: W&B's service writes the end of the
-    file shortly after ``finish()`` returns (at the latest when the process exits)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        r = read_offline_run(run_dir)
-        if r["exit_code"] is not None or time.monotonic() > deadline:
-            return r
-        time.sleep(0.1)
-
-
-def run(root: Path, out: Path, overrides: list[str], job: dict | None = None) -> dict:
-    from landscape_exp.app import run_job
-
-    cfg = compose(root, TINY + overrides)
-    return run_job(cfg, output_dir=out, job=job or {"name": out.name, "multirun": False})
+# conf/logger/wandb.yaml: every key the logger section must hold
+WANDB = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "logger" / "wandb.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +55,7 @@ def test_offline_run_holds_config_history_and_summary(sweep):
     assert r["config"] == j["cfg"]
     assert r["config"]["optim"]["epochs"] == 2 and r["config"]["model"]["num_classes"] == 10
     # per-epoch training metrics, as the trainer stored them in its checkpoint
-    from landscape_exp.checkpoint import load_checkpoint
+    from landscape_exp.io.checkpoint import load_checkpoint
 
     (last,) = (root / ".cache" / "train").glob("*/checkpoints/last.pt")
     hist = [h for h in load_checkpoint(last)["history"] if h["epoch"] >= 1]
@@ -234,7 +206,7 @@ def test_online_without_login_falls_back_to_offline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(wandb, "init", init)
     with pytest.warns(RuntimeWarning, match="logging offline instead"):
-        t = make_tracker({"name": "wandb", "mode": "online"}, run_dir=tmp_path, config={"a": 1}, job_type="train")
+        t = make_tracker({**WANDB, "mode": "online"}, run_dir=tmp_path, config={"a": 1}, job_type="train")
     assert isinstance(t, WandbTracker) and modes == ["online", "offline"]
     t.log({"loss": 0.5})
     t.finish()
@@ -251,8 +223,8 @@ def test_logger_choices(tmp_path):
     with pytest.raises(UserError, match="unknown logger 'tensorboard'; allowed: none, wandb"):
         make_tracker({"name": "tensorboard"}, run_dir=tmp_path, config={}, job_type="train")
     with pytest.raises(UserError, match="unknown logger.mode 'offlne'"):
-        make_tracker({"name": "wandb", "mode": "offlne"}, run_dir=tmp_path, config={}, job_type="train")
-    d = make_tracker({"name": "wandb", "mode": "disabled"}, run_dir=tmp_path / "d", config={}, job_type="train")
+        make_tracker({**WANDB, "mode": "offlne"}, run_dir=tmp_path, config={}, job_type="train")
+    d = make_tracker({**WANDB, "mode": "disabled"}, run_dir=tmp_path / "d", config={}, job_type="train")
     d.log({"a": 1})
     d.finish()
     assert find_offline_runs(tmp_path / "d") == []

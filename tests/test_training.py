@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import QUICK_OPTIM, compose_cfg, lenet_cfg, mlp_cfg
-from landscape_exp.checkpoint import load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
-from landscape_exp.data import DeviceData
+from landscape_exp.data.device import DeviceData
 from landscape_exp.errors import UserError
+from landscape_exp.io.checkpoint import load_checkpoint, save_checkpoint
 from landscape_exp.models import build_model
-from landscape_exp.training import milestones_for, train_model
+from landscape_exp.models.loading import load_model, model_from_checkpoint
+from landscape_exp.training.loop import milestones_for, train_model
+
+from conftest import QUICK_OPTIM, compose_cfg, lenet_cfg, mlp_cfg
 
 CPU = torch.device("cpu")
 
@@ -88,7 +90,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, digits):
         _train(tmp_path / "resumed", digits, epochs=4, on_epoch=kill_after_2)
     ck = tmp_path / "resumed" / "checkpoints"
     assert (ck / "epoch_002.pt").exists() and not (ck / "epoch_003.pt").exists()
-    assert milestones_for({"epochs": 4}) == [2, 3, 4]  # a decay happens inside the resumed part
+    assert milestones_for(4, None) == [2, 3, 4]  # a decay happens inside the resumed part
     seen = []
     _, resumed = _train(tmp_path / "resumed", digits, epochs=4, on_epoch=lambda m: seen.append(m["epoch"]))
     assert seen == [3, 4]

@@ -12,13 +12,16 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from landscape_exp import trajectory as T
 from landscape_exp.app import run_job
-from landscape_exp.checkpoint import load_checkpoint, load_model
-from landscape_exp.data import DeviceData, load_dataset
+from landscape_exp.data.datasets import load_dataset
+from landscape_exp.data.device import DeviceData
+from landscape_exp.engine.evaluation import evaluate
 from landscape_exp.errors import UserError
-from landscape_exp.evaluation import evaluate
-from landscape_exp.training import list_epoch_checkpoints
+from landscape_exp.io.checkpoint import load_checkpoint
+from landscape_exp.models.loading import load_model
+from landscape_exp.training.runs import list_epoch_checkpoints
+from landscape_exp.weights import pca as T
+from landscape_exp.weights.params import flatten, tensor_mask, unflatten
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SHAPES = [(6, 5), (6,), (3, 2, 2), (4, 6), (4,)]  # weights, bias, conv-like, weights, bias
@@ -31,27 +34,27 @@ def _tensors(gen: torch.Generator, scale: float = 1.0) -> list[torch.Tensor]:
 def test_flatten_unflatten_and_biasbn_mask():
     gen = torch.Generator().manual_seed(0)
     ts = _tensors(gen) + [torch.tensor([3, 4])]  # an integer buffer never enters
-    mask = T.tensor_mask(ts, "biasbn")
+    mask = tensor_mask(ts, "biasbn")
     assert mask == [True, False, True, True, False, False]
-    assert T.tensor_mask(ts, None) == [True, True, True, True, True, False]
-    v = T.flatten(ts, mask)
+    assert tensor_mask(ts, None) == [True, True, True, True, True, False]
+    v = flatten(ts, mask)
     expected = np.concatenate([ts[0].numpy().ravel(), ts[2].numpy().ravel(), ts[3].numpy().ravel()])
     np.testing.assert_array_equal(v.numpy(), expected)
-    back = T.unflatten(v, ts, mask)
+    back = unflatten(v, ts, mask)
     for t, b, m in zip(ts, back, mask):
         assert b.shape == t.shape and b.dtype == t.dtype
         assert torch.equal(b, t) if m else not b.any()
     with pytest.raises(UserError, match="ignore"):
-        T.tensor_mask(ts, "bn")
+        tensor_mask(ts, "bn")
     with pytest.raises(UserError, match="elements"):
-        T.unflatten(v[:-1], ts, mask)
+        unflatten(v[:-1], ts, mask)
 
 
 def test_trajectory_matrix_equals_loops():
     gen = torch.Generator().manual_seed(1)
     final = _tensors(gen)
     thetas = [_tensors(gen) for _ in range(4)]
-    mask = T.tensor_mask(final, "biasbn")
+    mask = tensor_mask(final, "biasbn")
     m = T.trajectory_matrix(thetas, final, mask).numpy()
     for i, th in enumerate(thetas):
         row = []
@@ -67,7 +70,7 @@ def _synthetic_path(n: int = 40, noise: float = 1e-3, seed: int = 0):
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     final = _tensors(gen)
-    mask = T.tensor_mask(final, "biasbn")
+    mask = tensor_mask(final, "biasbn")
     d = int(sum(t.numel() for t, k in zip(final, mask) if k))
     u, _ = np.linalg.qr(rng.standard_normal((d, 2)))
     u1, u2 = u[:, 0], u[:, 1]
@@ -80,7 +83,7 @@ def _synthetic_path(n: int = 40, noise: float = 1e-3, seed: int = 0):
     thetas = []
     for i in range(n):
         delta = c1[i] * u1 + c2[i] * u2 + noise * rng.standard_normal(d)
-        full = T.unflatten(torch.from_numpy(delta), final, mask)
+        full = unflatten(torch.from_numpy(delta), final, mask)
         # the ignored tensors wander too: they must not influence the PCA
         thetas.append([f + (x if k else 0.3 * torch.randn(f.shape, generator=gen, dtype=f.dtype))
                        for f, x, k in zip(final, full, mask)])
@@ -136,7 +139,7 @@ def test_projection_equals_dot_products_and_lstsq():
     thetas, final, mask, u1, u2, c1, c2 = _synthetic_path(n=12)
     matrix = T.trajectory_matrix(thetas, final, mask)
     res = T.pca(matrix, 2)
-    dirs = [T.unflatten(res.components[j], final, mask) for j in range(2)]
+    dirs = [unflatten(res.components[j], final, mask) for j in range(2)]
     coords = T.project(thetas, final, dirs, mask).numpy()
     x = matrix.numpy()
     np.testing.assert_allclose(coords, x @ res.components.numpy().T, atol=1e-12)
@@ -148,7 +151,7 @@ def test_projection_equals_dot_products_and_lstsq():
     a = [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in final]
     b = [p + 0.5 * q for p, q in zip(a, [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in final])]
     got = T.project(thetas, final, [a, b]).numpy()  # no mask: every float tensor
-    amat = np.stack([T.flatten(a).numpy(), T.flatten(b).numpy()], axis=1)
+    amat = np.stack([flatten(a).numpy(), flatten(b).numpy()], axis=1)
     rows = T.trajectory_matrix(thetas, final).numpy()
     ref = np.stack([np.linalg.lstsq(amat, r, rcond=None)[0] for r in rows])
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from landscape_exp.job.tracking import run_id_for, training_history
+
 from conftest import run_cli
-from landscape_exp.tracking import run_id_for, training_history
-from landscape_exp.wandb_offline import find_offline_runs, read_offline_run
-from test_tracking import read_finished, run
+from helpers.tracking import read_finished, run
+from helpers.wandb_offline import find_offline_runs
 
 OFFLINE = ["logger=wandb", "logger.mode=offline"]
 
@@ -114,7 +115,7 @@ def test_documented_wandb_sync_command_finds_every_offline_run(tmp_path: Path) -
 
 def test_measures_reach_the_run_summary_with_their_intervals() -> None:
     """summary.json's ``measures`` (barriers, flatness) go to W&B as flat keys a sweep can chart."""
-    from landscape_exp.tracking import flatten_mapping, tracked_summary
+    from landscape_exp.job.tracking import flatten_mapping, tracked_summary
 
     summary = {"points": 5, "flag": True, "grid": [1, 2], "surface_file": "s.h5",
                "measures": {"barrier_train_loss": {"value": 2.13, "ci_low": None, "ci_high": None, "higher_is_sharper": True},

@@ -3,7 +3,7 @@ task, save results.
 
 ``run.py`` (the Hydra entry point) passes in what it read from Hydra; this module never reads
 Hydra's global state, so tests and other launchers can call :func:`run_job` directly. Below this
-point nothing sees the config: tasks get :class:`landscape_exp.settings.Settings`.
+point nothing sees the config: tasks get :class:`landscape_exp.config.settings.Settings`.
 """
 
 from __future__ import annotations
@@ -19,17 +19,18 @@ import h5py
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from landscape_exp.console import duration, tee_to_log
-from landscape_exp.context import RunContext, resolve_device
+from landscape_exp.config.settings import Settings
+from landscape_exp.config.tasks import SHARDED_TASKS
+from landscape_exp.engine.cpu import cpu_threads
 from landscape_exp.errors import UserError
-from landscape_exp.resources import check_writable, cpu_threads
-from landscape_exp.settings import Settings
-from landscape_exp.storage import write_json
+from landscape_exp.format import duration
+from landscape_exp.io.files import write_json
+from landscape_exp.job.console import tee_to_log
+from landscape_exp.job.context import RunContext
+from landscape_exp.job.device import resolve_device
+from landscape_exp.job.preflight import check_writable
+from landscape_exp.job.tracking import make_tracker, run_id_for, tracked_summary
 from landscape_exp.tasks import get_task
-from landscape_exp.tracking import make_tracker, run_id_for, tracked_summary
-
-# tasks whose work the workers of one job (submitit tasks_per_node) split as shards of a surface
-SHARDED_TASKS = ("surface1d", "surface2d", "interp1d", "plane")
 
 
 def run_job(cfg: DictConfig | Mapping[str, Any], *, output_dir: str | Path, job: Mapping[str, Any] | None = None) -> dict[str, Any]:

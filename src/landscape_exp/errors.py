@@ -11,6 +11,6 @@ class UserError(Exception):
     """
 
 
-def choice_error(kind: str, value: object, allowed: "list[str] | tuple[str, ...]") -> UserError:
+def choice_error(kind: str, value: object, allowed: list[str] | tuple[str, ...]) -> UserError:
     """Standard message for a value outside a closed set."""
     return UserError(f"unknown {kind} {value!r}; allowed: {', '.join(sorted(map(str, allowed)))}")

@@ -19,14 +19,16 @@ from collections import namedtuple
 import pytest
 import torch
 
-from conftest import compose_cfg, lenet_cfg, mlp_cfg, run_cli
-from landscape_exp import directions as D
 from landscape_exp.app import run_job
-from landscape_exp.checkpoint import save_checkpoint
 from landscape_exp.errors import UserError
-from landscape_exp.surface.grid import parse_grid
+from landscape_exp.io.checkpoint import save_checkpoint
 from landscape_exp.models import build_model
+from landscape_exp.surface.grid import parse_grid
 from landscape_exp.surface.store import SurfaceFile
+from landscape_exp.weights import directions as D
+from landscape_exp.weights.params import snapshot
+
+from conftest import compose_cfg, lenet_cfg, mlp_cfg, run_cli
 
 # One pytest-xdist worker runs this whole module, so that its module fixture, which runs every bad-input case
 # through run.py, runs once, not once per worker.
@@ -50,7 +52,7 @@ def bad(tmp_path_factory, lenet_ckpt):
     mlp = build_model(mlp_cfg())
     wrong_weights = save_checkpoint(files / "lenet_cfg_mlp_weights.pt", {"state_dict": mlp.state_dict(), "model_cfg": lenet_cfg()})
     mlp_dirs = files / "mlp_directions.h5"
-    d = D.create_random_direction(D.snapshot(mlp, "weights"), seed=1)
+    d = D.create_random_direction(snapshot(mlp, "weights"), seed=1)
     D.save_directions(mlp_dirs, {"xdirection": d, "ydirection": d}, names=[n for n, _ in mlp.named_parameters()])
     other_surface = files / "other_config.h5"
     with SurfaceFile(other_surface, parse_grid("-1:1:3", "-1:1:3"), ["train_loss", "train_acc"],
@@ -180,7 +182,7 @@ def test_inputs_passed_in_are_never_modified(bad):
 
 def test_disk_too_small_is_refused_before_training(tmp_path, monkeypatch):
     """No small filesystem to fill here: the free space the estimate sees is made 10 MiB."""
-    import landscape_exp.resources as resources
+    import landscape_exp.job.preflight as resources
 
     usage = namedtuple("usage", "total used free")
     fake = types.SimpleNamespace(disk_usage=lambda p: usage(1 << 30, (1 << 30) - (10 << 20), 10 << 20))

@@ -24,12 +24,13 @@ import numpy as np
 import pytest
 
 import landscape_exp.surface.store as sf
-from conftest import ROOT, compose_cfg
 from landscape_exp.app import run_job
 from landscape_exp.errors import UserError
 from landscape_exp.surface.grid import parse_grid
 from landscape_exp.surface.sharding import shard_indices, shard_path
 from landscape_exp.surface.store import SurfaceFile, read_surface
+
+from conftest import ROOT, compose_cfg
 
 GRID = parse_grid("-1:1:5", "-1:1:4")
 METRICS = ["train_loss", "train_acc"]

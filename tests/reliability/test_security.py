@@ -23,12 +23,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, compose_cfg, lenet_cfg, mlp_cfg, run_cli
 from landscape_exp.app import run_job
-from landscape_exp.checkpoint import model_from_checkpoint
 from landscape_exp.errors import UserError
 from landscape_exp.models import BUILDERS, build_model
+from landscape_exp.models.loading import model_from_checkpoint
 from landscape_exp.tasks import get_task
+
+from conftest import ROOT, compose_cfg, lenet_cfg, mlp_cfg, run_cli
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # ANSI escapes and the like; tabs/newlines aside
 UNSAFE_ADVICE = ("weights_only` set to `False`", "can still be loaded", "add_safe_globals")
@@ -149,8 +150,8 @@ def test_malicious_training_resume_file_is_refused(tmp_path):
 
 def test_malicious_curve_training_state_is_refused(tmp_path, digits):
     """``task=connect`` resumes a curve's training from ``<run dir>/curve_training.pt``."""
-    from landscape_exp.curves import CurveModel, train_curve
-    from landscape_exp.data import DeviceData
+    from landscape_exp.connect.curves import CurveModel, train_curve
+    from landscape_exp.data.device import DeviceData
 
     marker = tmp_path / "PWNED"
     state = evil_torch_file(tmp_path / "curve_training.pt", marker)
@@ -167,7 +168,7 @@ def test_malicious_curve_training_state_is_refused(tmp_path, digits):
 def test_tampered_cifar_batches_are_never_unpickled(tmp_path):
     """torchvision unpickles CIFAR batches, but only after their md5 sums match the official
     files' (hard-coded in torchvision); a planted pickle fails that check first."""
-    from landscape_exp.data import load_dataset
+    from landscape_exp.data.datasets import load_dataset
 
     marker = tmp_path / "PWNED"
     batches = tmp_path / "data" / "cifar-10-batches-py"
@@ -181,7 +182,7 @@ def test_tampered_cifar_batches_are_never_unpickled(tmp_path):
 
 def test_tampered_mnist_legacy_files_are_loaded_weights_only(tmp_path):
     """torchvision reads MNIST's legacy ``processed/*.pt`` with ``torch.load(weights_only=True)``."""
-    from landscape_exp.data import load_dataset
+    from landscape_exp.data.datasets import load_dataset
 
     marker = tmp_path / "PWNED"
     processed = tmp_path / "data" / "MNIST" / "processed"
@@ -208,7 +209,7 @@ FORBIDDEN = {
     "os.system", "os.popen", "torch.package.PackageImporter",
 }
 # Dynamic imports are allowed only behind a fixed allow-list (BUILDERS, TASKS) in these files.
-IMPORT_MODULE_ALLOWED = {"src/landscape_exp/user_code.py", "src/landscape_exp/tasks/__init__.py"}
+IMPORT_MODULE_ALLOWED = {"src/landscape_exp/io/user_code.py", "src/landscape_exp/tasks/__init__.py"}
 
 
 def _dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from conftest import compose_cfg, run_cli
 from landscape_exp.app import run_job
-from landscape_exp.checkpoint import load_checkpoint
+from landscape_exp.io.checkpoint import load_checkpoint
+
+from conftest import compose_cfg, run_cli
 
 EPOCHS = 6
 # device=cpu: epochs must last long enough to be killed inside one, and the reference must run on

@@ -22,7 +22,7 @@ their ``_target_`` here. On top of the plugin's ``launch`` (read in
   (``Job.done`` checks the result file first, then the watcher) is unchanged.
 
 This module lives in the Hydra layer (it subclasses a Hydra plugin); the library it calls
-(``landscape_exp.study``, ``landscape_exp.console``) knows nothing of Hydra.
+(``landscape_exp.cluster``, ``landscape_exp.job.console``) knows nothing of Hydra.
 """
 
 from __future__ import annotations
@@ -32,13 +32,15 @@ import subprocess
 import sys
 import time as _time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf, open_dict
+
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 
 DETACH_ENV = "LANDSCAPE_DETACH"  # 1: submit and return without waiting
 RECORD_ENV = "LANDSCAPE_LAUNCH_RECORD"  # also write the submission record to this file (the study command reads it)
@@ -48,7 +50,7 @@ WATCH_DELAY_S = 60  # at most this long between two looks at the queue while wai
 def _queue_watcher_class() -> type:
     from submitit.slurm.slurm import SlurmInfoWatcher
 
-    from landscape_exp.study import squeue_states
+    from landscape_exp.cluster.slurm import squeue_states
 
     class QueueWatcher(SlurmInfoWatcher):
         """submitit's Slurm watcher, with ``squeue`` where ``sacct`` fails (no accounting): said
@@ -101,7 +103,7 @@ class _Launcher(BaseSubmititLauncher):
         import submitit
         from submitit.core.utils import FailedJobError
 
-        from landscape_exp.study import closing_line, job_name, write_launch_record
+        from landscape_exp.cluster.launches import closing_line, job_name, write_launch_record
 
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

@@ -13,31 +13,25 @@
 """
 
 from landscape_exp.figures.base import (
-    LEVEL_MODES,
     NO_POINTS_TEXT,
     PNG_DPI,
     XLABEL_2D,
     YLABEL_2D,
-    LevelSpec,
-    auto_levels,
-    contour_levels,
     mask_invalid,
     new_figure,
     save,
     surface_grid,
 )
-from landscape_exp.figures.interactive import HTML_PLOTLYJS, figure_surface_html, save_html
+from landscape_exp.figures.interactive import figure_surface_html, save_html
+from landscape_exp.figures.levels import LevelSpec, auto_levels, contour_levels
 from landscape_exp.figures.lines import METRICS_1D, figure_1d, figure_1d_overlay, figure_curves
 from landscape_exp.figures.render import render_surface, surface_title
 from landscape_exp.figures.surface2d import KINDS_2D, figure_2d, save_2d
 from landscape_exp.figures.trajectory import figure_path_on_contour, figure_trajectory
-from landscape_exp.figures.vtk import MAX_VTP_INTERP, export_vtp
+from landscape_exp.figures.vtk import export_vtp
 
 __all__ = [
-    "HTML_PLOTLYJS",
     "KINDS_2D",
-    "LEVEL_MODES",
-    "MAX_VTP_INTERP",
     "METRICS_1D",
     "NO_POINTS_TEXT",
     "PNG_DPI",

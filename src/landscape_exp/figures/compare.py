@@ -1,7 +1,7 @@
 """Figures comparing models: each measure against a swept parameter and against test error or
 the generalization gap, 1D curves overlaid, and a grid of 2D contours on one colour scale.
 
-The measure figures take the comparison table's rows (``landscape_exp.compare.comparison_table``):
+The measure figures take the comparison table's rows (``landscape_exp.compare.tables.comparison_table``):
 mappings from column name to value, a measure's confidence interval in ``<name> ci_low`` /
 ``<name> ci_high``."""
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -18,18 +18,16 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from landscape_exp.errors import UserError
-from landscape_exp.figures.base import (
-    NO_POINTS_TEXT,
-    XLABEL_2D,
-    YLABEL_2D,
-    LevelSpec,
-    log10_masked,
-    mask_invalid,
-    new_figure,
-)
+from landscape_exp.figures.base import NO_POINTS_TEXT, XLABEL_2D, YLABEL_2D, log10_masked, mask_invalid, new_figure
+from landscape_exp.figures.levels import LevelSpec
 
-if TYPE_CHECKING:
-    from landscape_exp.compare import Run
+
+class Run(Protocol):
+    """What the overlay figures read of a compared job (``landscape_exp.compare.runs.Run`` is one):
+    its name and its surface as ``read_surface`` returns it (None without one)."""
+
+    name: str
+    surface: Mapping[str, Any] | None
 
 __all__ = ["figure_contour_grid", "figure_measures_vs_parameter", "figure_measures_vs_target", "figure_overlay_1d"]
 

@@ -10,19 +10,19 @@ import math
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from landscape_exp.figures.base import LevelSpec, new_figure, save
+from landscape_exp.figures.base import new_figure, save
+from landscape_exp.figures.levels import LevelSpec
 from landscape_exp.figures.surface2d import save_2d
-from landscape_exp.hessian.analysis import BlockSpectrum, PairSet, SpectrumReport, eigen_ratio
 
 if TYPE_CHECKING:
-    from landscape_exp.settings import PlotSettings
+    from landscape_exp.config.sections import PlotSettings
 
 __all__ = [
     "figure_blocks",
@@ -53,6 +53,47 @@ def _symlog(ax: Axes, values: np.ndarray) -> None:
     ax.set_yscale("symlog", linthresh=10.0 ** math.floor(math.log10(max(span * 1e-2, 1e-30))), linscale=1.0)
 
 
+class PairSet(Protocol):
+    """Eigenpairs as the figures read them (``landscape_exp.hessian.report.PairSet`` is one):
+    values, their residuals and which met their tolerance."""
+
+    values: np.ndarray
+    residuals: np.ndarray
+
+    @property
+    def converged(self) -> np.ndarray: ...
+
+
+class BlockSpectrum(Protocol):
+    """One layer's diagonal-block spectrum (``landscape_exp.hessian.report.BlockSpectrum``)."""
+
+    name: str
+    dim: int
+    top: PairSet
+    bottom: PairSet
+
+
+class SpectrumReport(Protocol):
+    """What :func:`spectrum_figures` draws of a ``landscape_exp.hessian.report.SpectrumReport``."""
+
+    top: PairSet
+    bottom: PairSet
+    trace: float
+    density_grid: np.ndarray
+    density: np.ndarray
+    bulk: Any
+    blocks: list[Any]
+
+    @property
+    def lambda_max(self) -> float: ...
+
+    @property
+    def lambda_min(self) -> float: ...
+
+    @property
+    def ratio(self) -> float: ...
+
+
 def _pairs_with_bars(ax: Axes, x: np.ndarray, pairs: PairSet, colour: str, label: str, order: slice = slice(None)) -> None:
     """Eigenvalues at ``x`` with error bars of +-residual (each value lies within its residual
     of an eigenvalue); pairs that missed their tolerance drawn hollow."""
@@ -65,10 +106,11 @@ def _pairs_with_bars(ax: Axes, x: np.ndarray, pairs: PairSet, colour: str, label
                    label=f"{label}: NOT converged")
 
 
-def figure_eigenvalues(top: PairSet, bottom: PairSet, dim: int, *, title: str) -> Figure:
+def figure_eigenvalues(top: PairSet, bottom: PairSet, dim: int, *, title: str, ratio: float) -> Figure:
     """Computed eigenvalues against their index in the ordered spectrum (as Sagun et al. 2017):
     the k largest at indices 1..k, the k smallest at dim-k+1..dim, on a broken index axis, with
-    +-residual error bars and hollow markers for pairs that did not converge."""
+    +-residual error bars and hollow markers for pairs that did not converge; ``ratio`` is
+    ``|lambda_min / lambda_max|`` (in the title)."""
     k_t, k_b = len(top.values), len(bottom.values)
     fig = new_figure((7.0, 4.4))
     ax = fig.add_subplot()
@@ -91,7 +133,7 @@ def figure_eigenvalues(top: PairSet, bottom: PairSet, dim: int, *, title: str) -
     bad = int((~top.converged).sum() + (~bottom.converged).sum())
     note = f"\n{bad} of {k_t + k_b} pairs NOT converged (hollow): each only known to ± its residual" if bad else ""
     ax.set_title(f"{title}\nλmax = {_fmt(top.values[0])}, λmin = {_fmt(lmin)}, "
-                 f"|λmin/λmax| = {_fmt(eigen_ratio(lmin, top.values[0]))}{note}", fontsize=10,
+                 f"|λmin/λmax| = {_fmt(ratio)}{note}", fontsize=10,
                  color="tab:red" if bad else "black")
     ax.legend(loc="best", fontsize=8)
     ax.grid(True, alpha=0.3)
@@ -267,7 +309,7 @@ def spectrum_figures(report: SpectrumReport, dim: int, out_dir: Path, *, title: 
     """Every figure of one ``task=hessian`` run, written with :func:`save`: the eigenvalues, the
     density (when computed), the loss along the top and bottom eigenvectors, the block spectra."""
     out = Path(out_dir)
-    figs = save(figure_eigenvalues(report.top, report.bottom, dim, title=title), out / "hessian_eigenvalues")
+    figs = save(figure_eigenvalues(report.top, report.bottom, dim, title=title, ratio=report.ratio), out / "hessian_eigenvalues")
     if len(report.density):
         b = report.bulk
         figs += save(figure_density(report.density_grid, report.density, title=f"{title}: spectral density (SLQ)",

@@ -17,14 +17,14 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from landscape_exp.config.choices import HTML_PLOTLYJS
 from landscape_exp.errors import choice_error
 from landscape_exp.figures.base import XLABEL_2D, YLABEL_2D, surface_grid
-from landscape_exp.storage import atomic_path
+from landscape_exp.io.files import atomic_path
 
 __all__ = ["HTML_PLOTLYJS", "figure_surface_html", "save_html"]
 
 # plot.html_plotlyjs: where the HTML view gets plotly.js from ("none": no HTML view is written).
-HTML_PLOTLYJS: tuple[str, ...] = ("inline", "directory", "none")
 
 
 def _nan_to_none(values: np.ndarray) -> list:

@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from landscape_exp.errors import UserError, choice_error
-from landscape_exp.figures.base import coords, finite, mask_invalid, new_figure, no_points
+from landscape_exp.figures.base import coords, mask_invalid, new_figure, no_points
+from landscape_exp.figures.levels import finite
 
 __all__ = ["METRICS_1D", "figure_1d", "figure_1d_overlay", "figure_curves"]
 
@@ -91,7 +92,7 @@ def figure_1d(
         anchors: named positions marked by a vertical line (e.g. ``{"model 1": 0, "model 2": 1}``
             on an interpolation), drawn where they lie inside the x range.
         barrier: the training loss's barrier between two models
-            (:func:`landscape_exp.path_metrics.barrier_annotation`): the line between the end
+            (:func:`landscape_exp.measures.paths.barrier_annotation`): the line between the end
             losses dashed, the barrier's height marked at its location.
     """
     xa = coords(x, "x")
@@ -272,7 +273,7 @@ def figure_curves(
             gets a colour; train is solid, test dashed. -1/NaN/inf points are masked.
         title: figure title.
         barriers: ``{curve name: barrier annotation}`` of the training loss, marked on the
-            loss panel (:func:`landscape_exp.path_metrics.barrier_annotation`).
+            loss panel (:func:`landscape_exp.measures.paths.barrier_annotation`).
     """
     ta = coords(t, "t")
     n = ta.size

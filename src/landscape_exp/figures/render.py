@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from landscape_exp.figures.base import LevelSpec, save
+from landscape_exp.figures.base import save
 from landscape_exp.figures.interactive import figure_surface_html, save_html
+from landscape_exp.figures.levels import LevelSpec
 from landscape_exp.figures.lines import figure_1d
 from landscape_exp.figures.surface2d import save_2d
 from landscape_exp.figures.vtk import export_vtp
 
 if TYPE_CHECKING:
-    from landscape_exp.settings import PlotSettings
+    from landscape_exp.config.sections import PlotSettings
 
 __all__ = ["anchors_of", "render_surface", "surface_title"]
 
@@ -41,10 +42,12 @@ def anchors_of(task: str, ndim: int) -> dict[str, Any] | None:
     return None
 
 
-def render_surface(surface: Mapping[str, Any], out_dir: Path, plot: PlotSettings, stem: str = "surface") -> list[Path]:
+def render_surface(surface: Mapping[str, Any], out_dir: Path, plot: PlotSettings, stem: str = "surface",
+                   barrier: Mapping[str, float] | None = None) -> list[Path]:
     """Write all figures of a surface (as returned by ``read_surface``) into ``out_dir``, with
     the levels, log scale, clipping, VTP upsampling and HTML mode of ``plot``. A 2D surface with
-    one y value (a 1xN grid) is drawn as a 1D curve."""
+    one y value (a 1xN grid) is drawn as a 1D curve; ``barrier`` (an interpolation's, from
+    ``landscape_exp.measures.paths.surface_barrier_annotation``) is marked on it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     attrs = surface.get("attrs", {})
@@ -60,12 +63,6 @@ def render_surface(surface: Mapping[str, Any], out_dir: Path, plot: PlotSettings
             metrics = {k: np.ravel(v) for k, v in metrics.items()}
             done = None if done is None else np.ravel(done)
             xlabel += f" (beta = {float(y[0]):g})"
-        barrier = None
-        if task == "interp1d" and "train_loss" in metrics:  # the barrier between the two models
-            from landscape_exp.path_metrics import barrier_annotation
-
-            v = np.where(np.ravel(done).astype(bool), metrics["train_loss"], np.nan) if done is not None else metrics["train_loss"]
-            barrier = barrier_annotation(surface["x"], v)
         fig = figure_1d(surface["x"], metrics, title=title, xlabel=xlabel, log=log, loss_max=plot.loss_max, done=done,
                         anchors=anchors_of(task, 1) if y is None or float(y[0]) == 0.0 else None, barrier=barrier)
         return save(fig, out_dir / f"{stem}_1d")

@@ -18,11 +18,9 @@ from landscape_exp.figures.base import (
     NO_POINTS_TEXT,
     XLABEL_2D,
     YLABEL_2D,
-    LevelSpec,
     contour_lines,
-    level_colorbar,
     draw_anchors,
-    finite,
+    level_colorbar,
     masked_note,
     new_figure,
     no_points,
@@ -30,6 +28,7 @@ from landscape_exp.figures.base import (
     save,
     with_suffix,
 )
+from landscape_exp.figures.levels import LevelSpec, finite
 
 __all__ = ["KINDS_2D", "KIND_SUFFIX", "figure_2d", "save_2d"]
 
@@ -161,7 +160,7 @@ def save_2d(
             ``<stem>_3dsurface`` (each ``.png`` and ``.pdf``) for the requested ``kinds``.
         kinds: a subset of ``("contour", "contourf", "heatmap", "surface3d")``.
         figure_kw: :func:`figure_2d`'s keywords: ``title``, ``zlabel``, ``levels`` (a
-            :class:`~landscape_exp.figures.base.LevelSpec`: the paper's fixed
+            :class:`~landscape_exp.figures.levels.LevelSpec`: the paper's fixed
             ``arange(vmin, vmax, vlevel)`` or levels from the data; the 3D colour range is
             always the data's), ``log`` (plot log10 z), ``minimizer`` (the star, drawn only
             inside the grid; None for none), ``anchors`` (named points, e.g. the models of a

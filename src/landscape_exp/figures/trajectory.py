@@ -10,10 +10,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from landscape_exp.errors import UserError
-from landscape_exp.figures.base import LevelSpec, contour_lines, masked_note, new_figure, no_points, prepared
+from landscape_exp.figures.base import contour_lines, masked_note, new_figure, no_points, prepared
+from landscape_exp.figures.levels import LevelSpec
 
 if TYPE_CHECKING:
-    from landscape_exp.settings import PlotSettings
+    from landscape_exp.config.sections import PlotSettings
 
 __all__ = ["MAX_LABELS", "contour_vmax", "figure_path_on_contour", "figure_trajectory", "path_labels"]
 
@@ -48,7 +49,7 @@ def figure_path_on_contour(
             to leave a point unlabelled.
         zlabel: what z is (colour-bar label).
         levels: how the contour levels are chosen (from the data: log-spaced levels keep the
-            late epochs near the minimum apart), see :class:`~landscape_exp.figures.base.LevelSpec`.
+            late epochs near the minimum apart), see :class:`~landscape_exp.figures.levels.LevelSpec`.
         log: contour log10 z.
         done: optional computed-points mask for ``z``.
     """

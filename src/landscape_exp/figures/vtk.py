@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from landscape_exp.config.choices import MAX_VTP_INTERP
 from landscape_exp.errors import UserError
 from landscape_exp.figures.base import mask_invalid, surface_grid
 
@@ -41,7 +42,6 @@ __all__ = ["LOG_OFFSET", "MAX_VTP_INTERP", "export_vtp", "grid_quads", "upsample
 # ln(z + LOG_OFFSET): the original h52vtp.py's log transform.
 LOG_OFFSET = 0.1
 # Largest interp: 1000 x 1000 points are already a ~100 MB ASCII file.
-MAX_VTP_INTERP = 1000
 
 
 def upsample(x: np.ndarray, y: np.ndarray, zm: np.ma.MaskedArray, num: int) -> tuple[np.ndarray, np.ndarray, np.ma.MaskedArray]:

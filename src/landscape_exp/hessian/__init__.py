@@ -1,31 +1,16 @@
-"""Hessian analysis: the operator and spectrum report (:mod:`.analysis`) and the result files
-(:mod:`.files`); the figures live in :mod:`landscape_exp.figures.hessian`."""
+"""Curvature: Hessian (and Gauss-Newton, Fisher) vector-product operators, spectral solvers, the
+certified spectrum report and its files; the figures live in :mod:`landscape_exp.figures.hessian`.
+
+Re-exported here: the report's API from :mod:`.analysis` and :mod:`.files`."""
 
 from landscape_exp.hessian.analysis import (
-    FP32,
-    BlockSpectrum,
-    Convergence,
     ConvergenceWatch,
-    PairSet,
-    ParamSelection,
-    SpectrumReport,
-    SpectrumSettings,
-    canonical_sign,
     curve_half_width,
-    direction_to_vector,
-    eigen_ratio,
     extreme_point,
-    fp32,
-    layer_blocks,
     loss_along,
     make_operator,
-    report_metrics,
-    report_summary,
     sample_subset,
-    select_parameters,
-    spectrum_report,
     trajectory_point,
-    vector_to_direction,
 )
 from landscape_exp.hessian.files import (
     TRAJECTORY_FIELDS,
@@ -38,6 +23,20 @@ from landscape_exp.hessian.files import (
     write_spectrum_file,
     write_trajectory,
 )
+from landscape_exp.hessian.report import (
+    FP32,
+    BlockSpectrum,
+    Convergence,
+    PairSet,
+    SpectrumReport,
+    canonical_sign,
+    eigen_ratio,
+    fp32,
+    layer_blocks,
+    report_metrics,
+    report_summary,
+    spectrum_report,
+)
 
 __all__ = [
     "FP32",
@@ -47,12 +46,9 @@ __all__ = [
     "Convergence",
     "ConvergenceWatch",
     "PairSet",
-    "ParamSelection",
     "SpectrumReport",
-    "SpectrumSettings",
     "canonical_sign",
     "curve_half_width",
-    "direction_to_vector",
     "eigen_ratio",
     "extreme_point",
     "fp32",
@@ -65,12 +61,10 @@ __all__ = [
     "report_metrics",
     "report_summary",
     "sample_subset",
-    "select_parameters",
     "spectrum_report",
     "subspace_overlaps",
     "trajectory_columns",
     "trajectory_point",
-    "vector_to_direction",
     "write_spectrum_file",
     "write_trajectory",
 ]

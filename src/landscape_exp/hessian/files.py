@@ -1,5 +1,5 @@
 """The Hessian tasks' files: ``hessian.h5`` (one spectrum) and ``hessian_trajectory.h5`` (one
-row per epoch), written atomically through :func:`landscape_exp.storage.atomic_path`."""
+row per epoch), written atomically through :func:`landscape_exp.io.files.atomic_path`."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import h5py
 import numpy as np
 import torch
 
-from landscape_exp import spectral
 from landscape_exp.errors import UserError
-from landscape_exp.hessian.analysis import PairSet, ParamSelection, SpectrumReport
-from landscape_exp.storage import atomic_path, decode_attrs, h5_attr, open_h5
+from landscape_exp.hessian import density
+from landscape_exp.hessian.report import PairSet, SpectrumReport
+from landscape_exp.io.files import atomic_path, decode_attrs, h5_attr, open_h5
+from landscape_exp.weights.params import ParamSelection
 
 __all__ = ["TRAJECTORY_FIELDS", "TRAJECTORY_LAYOUT", "read_spectrum_file", "read_trajectory", "read_trajectory_file",
            "subspace_overlaps", "trajectory_columns", "write_spectrum_file", "write_trajectory"]
@@ -162,11 +163,11 @@ def read_trajectory(path: str | Path, fingerprint: Mapping[str, Any]) -> dict[in
 
 def subspace_overlaps(rows: Mapping[int, Mapping[str, Any]]) -> np.ndarray:
     """For each epoch (sorted), the overlap of its top-k eigenvector subspace with the previous
-    epoch's (:func:`landscape_exp.spectral.subspace_overlap`); NaN for the first."""
+    epoch's (:func:`landscape_exp.hessian.density.subspace_overlap`); NaN for the first."""
     epochs = sorted(rows)
     out = np.full(len(epochs), math.nan)
     for i in range(1, len(epochs)):
-        out[i] = spectral.subspace_overlap(rows[epochs[i]]["top_eigenvectors"], rows[epochs[i - 1]]["top_eigenvectors"])
+        out[i] = density.subspace_overlap(rows[epochs[i]]["top_eigenvectors"], rows[epochs[i - 1]]["top_eigenvectors"])
     return out
 
 

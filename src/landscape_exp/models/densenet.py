@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape_exp.errors import UserError
-from landscape_exp.models.small import positive_int, check_io, init_like_original
+from landscape_exp.models.registry import CIFAR10, register_builder, variant
+from landscape_exp.models.small import check_io, init_like_original, positive_int
 
 
 class Bottleneck(nn.Module):
@@ -116,6 +117,7 @@ def densenet(
     return init_like_original(DenseNet(counts, growth, float(reduction), nc, ic))
 
 
+@register_builder(variant("densenet121"), data=CIFAR10)
 def densenet121(*, num_classes: int, in_channels: int, image_size: int) -> DenseNet:
     """Build the CIFAR DenseNet-121 (the original tool's ``DenseNet121``): blocks (6, 12, 24, 16),
     growth rate 32, compression 0.5. 6,956,298 parameters on CIFAR-10; needs image_size >= 8."""

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape_exp.errors import UserError
-from landscape_exp.models.small import positive_int, check_io, init_like_original
+from landscape_exp.models.registry import CIFAR10, register_builder, variant
+from landscape_exp.models.small import check_io, init_like_original, positive_int
 
 
 class BasicBlock(nn.Module):
@@ -88,6 +89,23 @@ class CifarResNet(nn.Module):
         return self.linear(out)
 
 
+# He et al.'s ResNet-20/56/110 and the original tool's wide ResNet-56s, each with and without
+# skips; written out so that every name of conf/model/ is found by grep.
+@register_builder(
+    variant("resnet20", depth=20, width=1, shortcut=True),
+    variant("resnet20_noshort", depth=20, width=1, shortcut=False),
+    variant("resnet56", depth=56, width=1, shortcut=True),
+    variant("resnet56_noshort", depth=56, width=1, shortcut=False),
+    variant("resnet110", depth=110, width=1, shortcut=True),
+    variant("resnet110_noshort", depth=110, width=1, shortcut=False),
+    variant("wrn56_2", depth=56, width=2, shortcut=True),
+    variant("wrn56_2_noshort", depth=56, width=2, shortcut=False),
+    variant("wrn56_4", depth=56, width=4, shortcut=True),
+    variant("wrn56_4_noshort", depth=56, width=4, shortcut=False),
+    variant("wrn56_8", depth=56, width=8, shortcut=True),
+    variant("wrn56_8_noshort", depth=56, width=8, shortcut=False),
+    data=CIFAR10,
+)
 def cifar_resnet(
     *,
     depth: int,

@@ -4,7 +4,8 @@ Every builder takes keyword arguments ``num_classes``, ``in_channels`` and ``ima
 its own options) and returns an ``nn.Module`` mapping ``(B, in_channels, image_size, image_size)``
 float images to ``(B, num_classes)`` logits.
 
-The shared helpers live here because this module depends on no other model module:
+The shared helpers live here because this module depends on no other zoo module (only on the
+registry, for the decorator that registers ``lenet`` and ``mlp``):
 ``check_io`` validates the three common arguments and ``init_like_original`` reproduces the weight
 initialisation of the original tool (tomgoldstein/loss-landscape ``cifar10/main.py``).
 """
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from landscape_exp.errors import UserError
+from landscape_exp.models.registry import DIGITS, register_builder, variant
 
 
 def positive_int(name: str, value: object) -> int:
@@ -102,6 +104,7 @@ class LeNet(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+@register_builder(variant("lenet"), data=DIGITS)
 def lenet(*, num_classes: int, in_channels: int, image_size: int) -> LeNet:
     """Build a LeNet-5 style CNN (PyTorch default initialisation).
 
@@ -129,6 +132,7 @@ class MLP(nn.Module):
         return self.net(torch.flatten(x, 1))
 
 
+@register_builder(variant("mlp", hidden=(64, 64)), data=DIGITS)
 def mlp(
     *, hidden: Sequence[int] = (64, 64), num_classes: int, in_channels: int, image_size: int
 ) -> MLP:

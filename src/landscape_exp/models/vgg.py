@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from landscape_exp.errors import choice_error
+from landscape_exp.models.registry import CIFAR10, register_builder, variant
 from landscape_exp.models.small import check_io, init_like_original
 
 #: Layer lists of the original tool: ints are conv widths, "M" a 2x2 max-pool.
@@ -91,6 +92,7 @@ def vgg(*, variant: str = "vgg9", num_classes: int, in_channels: int, image_size
     return init_like_original(VGG(VGG_CONFIGS[variant], nc, ic, size))
 
 
+@register_builder(variant("vgg9"), data=CIFAR10)
 def vgg9(*, num_classes: int, in_channels: int, image_size: int) -> VGG:
     """Build the VGG-9 of Li et al. 2018 (the original tool's ``VGG9``): ``vgg(variant="vgg9")``.
 

@@ -17,21 +17,22 @@ import torch
 import yaml
 from torch import nn
 
-from landscape_exp.context import RunContext
+from landscape_exp.data.datasets import ImageDataset
+from landscape_exp.engine.precision import cpu_has_bf16_units
 from landscape_exp.errors import UserError
-from landscape_exp.plan import surface_cheaper, timed_points
-from landscape_exp.provenance import file_sha256, tensors_sha256, versions
-from landscape_exp.resources import check_surface_resources
-from landscape_exp.storage import atomic_path, write_json
-from landscape_exp.tracking import make_tracker, run_id_for, tracked_summary
-from landscape_exp.data import ImageDataset
-from landscape_exp.surface.engine import Measure, compute_surface
-from landscape_exp.surface.measures import LossMeasure, bn_recompute_data
+from landscape_exp.io.files import atomic_path, write_json
+from landscape_exp.io.provenance import file_sha256, tensors_sha256, versions
+from landscape_exp.job.context import RunContext
+from landscape_exp.job.costs import timed_points
+from landscape_exp.job.preflight import check_surface_resources
+from landscape_exp.job.tracking import make_tracker, run_id_for, tracked_summary
 from landscape_exp.surface.grid import Grid, parse_grid
+from landscape_exp.surface.loop import PointMeasure, compute_surface
+from landscape_exp.surface.measures import LossMeasure, bn_recompute_data
 from landscape_exp.surface.plane import Plane
 from landscape_exp.surface.sharding import AlreadyMerged, merge_shards, shard_indices, shard_path, worker_shard
 from landscape_exp.surface.store import SurfaceFile, read_surface
-from landscape_exp.surface.weight_space import WeightSpace
+from landscape_exp.weights.space import WeightSpace
 
 
 def grid_for(ctx: RunContext, ndim: int) -> Grid:
@@ -118,7 +119,7 @@ class Origin:
     dataset_name: str
 
 
-def fingerprint(ctx: RunContext, grid: Grid, origin: Origin, plane: Plane, measure: Measure) -> dict[str, Any]:
+def fingerprint(ctx: RunContext, grid: Grid, origin: Origin, plane: Plane, measure: PointMeasure) -> dict[str, Any]:
     """Everything that determines the values: a rerun with another fingerprint is refused."""
     return {
         "task": ctx.settings.task, "grid": [grid.x.spec()] + ([grid.y.spec()] if grid.y else []),
@@ -128,7 +129,7 @@ def fingerprint(ctx: RunContext, grid: Grid, origin: Origin, plane: Plane, measu
     }
 
 
-def attributes(ctx: RunContext, origin: Origin, plane: Plane, measure: Measure, normalization: str,
+def attributes(ctx: RunContext, origin: Origin, plane: Plane, measure: PointMeasure, normalization: str,
                extra: Mapping[str, Any]) -> dict[str, Any]:
     """The surface file's descriptive attributes (the original tool's plus provenance)."""
     return {
@@ -139,7 +140,7 @@ def attributes(ctx: RunContext, origin: Origin, plane: Plane, measure: Measure, 
     }
 
 
-def run_surface(ctx: RunContext, *, target: Target, grid: Grid, origin: Origin, plane: Plane, measure: Measure,
+def run_surface(ctx: RunContext, *, target: Target, grid: Grid, origin: Origin, plane: Plane, measure: PointMeasure,
                 space: WeightSpace, extra_attrs: Mapping[str, Any] | None = None,
                 extra_datasets: Mapping[str, Any] | None = None, normalization: str | None = None,
                 desc: str = "surface") -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -187,7 +188,7 @@ def run_surface(ctx: RunContext, *, target: Target, grid: Grid, origin: Origin, 
 class _Announcing:
     """``measure`` whose point stream says, after the first point, what the rest will cost."""
 
-    def __init__(self, measure: Measure, cheaper: Callable[[], str]):
+    def __init__(self, measure: PointMeasure, cheaper: Callable[[], str]):
         self.measure, self.cheaper, self.metrics = measure, cheaper, measure.metrics
 
     def points(self, space: WeightSpace, grid: Grid, pending: list[int]) -> Iterator[tuple[int, dict[str, float]]]:
@@ -247,3 +248,24 @@ def publish(ctx: RunContext, prefix: str, figures: Sequence[Path], artifacts: Se
             ctx.tracker.log_html(f, f"{prefix}/{f.stem}")
     ctx.tracker.artifact(list(artifacts), name=artifact_name, kind=kind)
     return [str(f) for f in figures]
+
+
+def grid_work(grid: Grid) -> str:
+    shape = f"{grid.x.num}" if grid.y is None else f"{grid.x.num}x{grid.y.num}"
+    return f"a {shape} grid ({grid.size:,} points)"
+
+
+def surface_cheaper(ctx: RunContext, grid: Grid) -> str:
+    """Concrete ways to make a surface cheaper, for the warning."""
+    coarse = "x=-1:1:21" + (" y=-1:1:21" if grid.y is not None else "")
+    opts = [f"a coarser grid ({coarse}: {21 if grid.y is None else 441} points instead of {grid.size:,})",
+            "eval.data_split=10 (a tenth of the data, as the paper's option)"]
+    if ctx.device.type == "cpu" and ctx.precision.mode == "fp32" and cpu_has_bf16_units():
+        opts.append("precision=bf16 (this CPU has bf16 units: about 4x faster than fp32 on the paper's ResNets, "
+                    "relative loss error 1e-3 to 1e-2, see docs/engine.md)")
+    if ctx.device.type == "cpu":
+        opts.append("a GPU (device=cuda, on a GPU node: hydra/launcher=submitit_slurm)")
+    opts.append("sharding over jobs (shard.count=N, see docs/cluster.md)")
+    if ctx.config.get("model", {}).get("name", "") not in ("lenet", "mlp"):
+        opts.append("a smaller model")
+    return "; ".join(opts)

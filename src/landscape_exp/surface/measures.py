@@ -1,5 +1,5 @@
 """What a surface measures at each point: loss and accuracy on the evaluated splits, or the
-extreme Hessian eigenvalues (both satisfy :class:`landscape_exp.surface.engine.Measure`)."""
+extreme Hessian eigenvalues (both satisfy :class:`landscape_exp.surface.loop.PointMeasure`)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape_exp.curves import recompute_bn_stats
-from landscape_exp.data import DeviceData
+from landscape_exp.data.device import DeviceData
+from landscape_exp.engine.batchnorm import recompute_bn_stats, running_stats
+from landscape_exp.engine.evaluation import evaluate_points_sums, evaluate_sums
+from landscape_exp.engine.folding import EvalCopy, can_fuse, eval_forward
+from landscape_exp.engine.memory import keep_freed_memory
+from landscape_exp.engine.precision import Precision
 from landscape_exp.errors import UserError
-from landscape_exp.evaluation import evaluate_points_sums, evaluate_sums
-from landscape_exp.folding import EvalCopy, can_fuse, eval_forward
-from landscape_exp.precision import Precision
-from landscape_exp.resources import keep_freed_memory
 from landscape_exp.surface.grid import Grid
 from landscape_exp.surface.store import metric_names
-from landscape_exp.surface.weight_space import WeightSpace
+from landscape_exp.weights.space import WeightSpace
 
 
 @dataclass
@@ -30,7 +30,7 @@ class LossMeasure:
 
     One point at a time, the forward runs on an evaluation copy of the model when
     ``precision.fold_bn`` finds BatchNorm layers to fold, a CPU has conv-ReLU pairs to fuse or the
-    mode is bf16 (:func:`landscape_exp.folding.eval_forward`): after each move of the model the
+    mode is bf16 (:func:`landscape_exp.engine.folding.eval_forward`): after each move of the model the
     copy is recomputed from it, once per point, and ``precision.compile`` compiles that copy
     (``forward`` is then not used). The moved model's own weights are never changed.
     """
@@ -100,7 +100,7 @@ class LossMeasure:
         fwd = self.forward or self.model
         kw = dict(loss=self.loss, batch_size=self.batch_size, precision=self._run_precision)
         if self.points_per_pass <= 1:
-            saved = {k: b.clone() for k, b in _bn_buffers(self.model).items()} if self.bn_data is not None else {}
+            saved = {k: b.clone() for k, b in running_stats(self.model).items()} if self.bn_data is not None else {}
             try:
                 for k in pending:
                     space.move_to(grid.point(k))
@@ -111,7 +111,7 @@ class LossMeasure:
                     yield k, self._values({name: evaluate_sums(fwd, data, **kw) for name, data in self.splits.items()})
             finally:  # the origin's statistics back (weights-only directions do not restore them)
                 with torch.no_grad():
-                    for name, buf in _bn_buffers(self.model).items():
+                    for name, buf in running_stats(self.model).items():
                         if name in saved:
                             buf.copy_(saved[name])
             return
@@ -124,24 +124,13 @@ class LossMeasure:
                 yield k, self._values({name: (t[i], c[i]) for name, (t, c) in totals.items()})
 
 
-def _bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The BatchNorm running statistics of ``model`` by buffer name: live tensors, or clones to restore."""
-    out = {}
-    for mname, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            for bname, b in m.named_buffers(recurse=False):
-                if b is not None:
-                    out[f"{mname}.{bname}"] = b
-    return out
-
-
 @dataclass
 class HessianMeasure:
     """``lambda_max``, ``lambda_min`` (shift trick), ``|lambda_min/lambda_max|``, the loss, HVPs
     and seconds at each point (Li et al. 2018, section 6), in full fp32."""
 
-    op: Any  # landscape_exp.hvp.HessianOperator over the evaluated samples
-    settings: Any  # landscape_exp.settings.HessianSettings
+    op: Any  # landscape_exp.hessian.operators.HessianOperator over the evaluated samples
+    settings: Any  # landscape_exp.config.hessian.HessianSettings
     ignore: str | None
     num_samples: int
     dim: int
@@ -176,7 +165,7 @@ def bn_recompute_data(model: nn.Module, dataset: Any, splits: Mapping[str, Devic
     """The training data BatchNorm statistics are recomputed on at every point (``eval.bn_recompute``):
     the evaluated training split when it is the whole split (``full_train``), else the whole split
     loaded again; None (said once) when ``model`` has no BatchNorm. Prints the cost."""
-    from landscape_exp.curves import has_batchnorm
+    from landscape_exp.engine.batchnorm import has_batchnorm
 
     if not has_batchnorm(model):
         print("eval.bn_recompute: the model has no BatchNorm layer; nothing to recompute")

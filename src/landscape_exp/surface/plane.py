@@ -18,13 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape_exp import directions as D
-from landscape_exp.checkpoint import load_checkpoint, model_from_checkpoint
-from landscape_exp.context import RunContext
+from landscape_exp.config.choices import DIRECTION_SOURCES
 from landscape_exp.errors import UserError
-from landscape_exp.model_source import check_same_architecture, ensure_checkpoint
+from landscape_exp.io.checkpoint import load_checkpoint
+from landscape_exp.job.checkpoints import check_same_architecture, ensure_checkpoint
+from landscape_exp.job.context import RunContext
+from landscape_exp.models.loading import model_from_checkpoint
+from landscape_exp.weights import directions as D
+from landscape_exp.weights.params import Direction, named_tensors, snapshot
 
-SOURCES = ("file", "random", "checkpoints")
 GROUPS = ("xdirection", "ydirection")
 
 
@@ -33,7 +35,7 @@ class Plane:
     """One or two directions, where they came from (``info``, stored with the surface) and the
     file they are (or will be) in."""
 
-    directions: list[D.Direction]
+    directions: list[Direction]
     info: dict[str, Any]
     dir_file: Path
     names: list[str] = field(default_factory=list)  # tensor names, for a file still to write
@@ -64,7 +66,7 @@ def build_plane(ctx: RunContext, model: nn.Module, model_cfg: dict[str, Any], nd
         raise ValueError(f"a surface has 1 or 2 directions, not {ndim}")
     ds = ctx.settings.direction
     kind, ignore = ds.type, ds.ignore
-    origin = D.snapshot(model, kind)
+    origin = snapshot(model, kind)
     groups = GROUPS[:ndim]
     info: dict[str, Any] = {"type": kind, "ignore": ignore or "none"}
     if source == "file":
@@ -92,10 +94,10 @@ def build_plane(ctx: RunContext, model: nn.Module, model_cfg: dict[str, Any], nd
                         D.create_random_direction(origin, seed=ds.yseed, norm=norm, ignore=ignore))
             info.update(yseed=ds.yseed, same_dir=ds.same_dir)
     else:
-        raise ValueError(f"unknown direction source {source!r}; allowed: {', '.join(SOURCES)}")
+        raise ValueError(f"unknown direction source {source!r}; allowed: {', '.join(DIRECTION_SOURCES)}")
     dir_file = ctx.out_dir / "directions.h5"
     info["dir_file"] = str(dir_file.resolve())
-    return Plane(dirs, info, dir_file, names=[n for n, _ in D.named_tensors(model, kind)], pending=True)
+    return Plane(dirs, info, dir_file, names=[n for n, _ in named_tensors(model, kind)], pending=True)
 
 
 def _other_model(ctx: RunContext, which: str, seed_offset: int, ref_cfg: dict[str, Any], kind: str) -> tuple[list[torch.Tensor], str]:
@@ -106,4 +108,4 @@ def _other_model(ctx: RunContext, which: str, seed_offset: int, ref_cfg: dict[st
     cfg2 = ckpt.get("model_cfg")
     check_same_architecture(f"direction.{which}", path, cfg2, ref_cfg, "the checkpoint")
     model2 = model_from_checkpoint(ckpt, f"direction.{which} {str(path)!r}", None if cfg2 is not None else ref_cfg)
-    return D.snapshot(model2.to(ctx.device), kind), str(path)
+    return snapshot(model2.to(ctx.device), kind), str(path)

@@ -21,14 +21,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from landscape_exp.context import RunContext
+from landscape_exp.config.choices import SPLIT_METRICS
 from landscape_exp.errors import UserError
-from landscape_exp.flatness import t_interval
-from landscape_exp.path_metrics import measure
-from landscape_exp.storage import atomic_path, h5_attr
+from landscape_exp.io.files import atomic_path, h5_attr
+from landscape_exp.job.context import RunContext
+from landscape_exp.measures.flatness import t_interval
+from landscape_exp.measures.record import Measure, measures_from_json, measures_json
 from landscape_exp.surface.store import read_surface
-
-METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
 def seed_context(ctx: RunContext, seed: int, first: bool) -> RunContext:
@@ -64,38 +63,38 @@ def stack_surfaces(files: Sequence[str | Path]) -> dict[str, Any]:
             raise UserError(f"{str(f)!r} has other x coordinates than {str(files[0])!r}")
         out.setdefault("x", s["x"])
         done = np.ravel(s["done"]).astype(bool)
-        for m in METRICS:
+        for m in SPLIT_METRICS:
             if m in s:
                 rows.setdefault(m, []).append(np.where(done, np.ravel(s[m]), np.nan))
     out.update({m: np.stack(v) for m, v in rows.items() if len(v) == len(files)})
     return out
 
 
-def seed_measures(stack: Mapping[str, Any], summaries: Sequence[Mapping[str, Any]], confidence: float = 0.95) -> dict[str, dict[str, Any]]:
+def seed_measures(stack: Mapping[str, Any], summaries: Sequence[Mapping[str, Any]], confidence: float = 0.95) -> dict[str, Measure]:
     """``surface_seed_spread`` and ``seeds_<m>`` (see the module) from stacked surfaces and the seeds' summaries."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Measure] = {}
     if "train_loss" in stack and stack["train_loss"].shape[0] >= 2:
         sd = np.nanstd(stack["train_loss"], axis=0, ddof=1)
-        out["surface_seed_spread"] = measure(float(np.nanmean(sd)) if np.isfinite(sd).any() else math.nan)
+        out["surface_seed_spread"] = Measure(float(np.nanmean(sd)) if np.isfinite(sd).any() else math.nan)
     keys = [k for k in summaries[0] if k.startswith("sharpness/") and "basin_open" not in k
             and all(k in s for s in summaries)]
     for k in keys:
         vals = [float(s[k]) for s in summaries]
         if len(vals) >= 2 and all(math.isfinite(v) for v in vals):
             m, lo, hi = t_interval(vals, confidence)
-            out[f"seeds_{k.split('/', 1)[1]}"] = measure(m, lo, hi, k.split("/", 1)[1].startswith("rise"))
+            out[f"seeds_{k.split('/', 1)[1]}"] = Measure(m, lo, hi, k.split("/", 1)[1].startswith("rise"))
     return out
 
 
 def write_seeds_file(path: Path, seeds: Sequence[int], stack: Mapping[str, Any], files: Sequence[str],
-                     measures: Mapping[str, Any]) -> Path:
+                     measures: Mapping[str, Measure]) -> Path:
     """``surface_seeds.h5``: ``xcoordinates``, ``seeds``, and per metric the ``(k, n)`` curves and
     their ``_mean``, ``_std`` (ddof=1), ``_min``, ``_max`` over the seeds; the seeds' surface files
     and the measures as attributes. Atomic."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f["xcoordinates"] = np.asarray(stack["x"])
         f["seeds"] = np.asarray(seeds, dtype=np.int64)
-        for m in METRICS:
+        for m in SPLIT_METRICS:
             if m not in stack:
                 continue
             v = np.asarray(stack[m])
@@ -105,7 +104,7 @@ def write_seeds_file(path: Path, seeds: Sequence[int], stack: Mapping[str, Any],
                     f[f"{m}_{name}"] = fn(v, axis=0)
                 f[f"{m}_std"] = np.nanstd(v, axis=0, ddof=1)
         f.attrs["surface_files"] = h5_attr(list(files))
-        f.attrs["measures"] = h5_attr(dict(measures))
+        f.attrs["measures"] = h5_attr(measures_json(measures))
     return path
 
 
@@ -116,15 +115,16 @@ def seeds_summary(ctx: RunContext, seeds: Sequence[int], summaries: Sequence[Map
 
     files = [str(s["surface_file"]) for s in summaries]
     stack = stack_surfaces(files)
-    measures = {**dict(summaries[0].get("measures") or {}), **seed_measures(stack, summaries)}
+    measures = {**measures_from_json(summaries[0].get("measures")), **seed_measures(stack, summaries)}
     path = write_seeds_file(ctx.out_dir / "surface_seeds.h5", seeds, stack, files, measures)
     out: dict[str, Any] = {k: v for k, v in summaries[0].items() if k not in ("figures", "measures")}
-    out.update({"seeds": list(seeds), "seed_surface_files": files, "surface_seeds_file": str(path), "measures": measures})
-    spread = measures.get("surface_seed_spread", {}).get("value", math.nan)
+    out.update({"seeds": list(seeds), "seed_surface_files": files, "surface_seeds_file": str(path),
+                "measures": measures_json(measures)})
+    spread = measures["surface_seed_spread"].value if "surface_seed_spread" in measures else math.nan
     print(f"{len(seeds)} random directions (seeds {', '.join(map(str, seeds))}): mean across-seed standard deviation "
           f"of the training loss {spread:.4g}; curves, mean and spread in {path}")
     if ctx.settings.plot.enabled and len(seeds) >= 2:
-        metrics = [{m: stack[m][i] for m in METRICS if m in stack} for i in range(len(seeds))]
+        metrics = [{m: stack[m][i] for m in SPLIT_METRICS if m in stack} for i in range(len(seeds))]
         fig = figure_1d_overlay(stack["x"], metrics, title=surface_title(read_surface(Path(files[0]))["attrs"]),
                                 log=ctx.settings.plot.log, loss_max=ctx.settings.plot.loss_max)
         figs = save(fig, ctx.out_dir / "surface_seeds_1d")

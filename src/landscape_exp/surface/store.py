@@ -29,7 +29,8 @@ import h5py
 import numpy as np
 
 from landscape_exp.errors import UserError
-from landscape_exp.storage import H5_ERRORS, atomic_path, decode_attrs, h5_attr, open_h5
+from landscape_exp.io.files import H5_ERRORS, atomic_path, decode_attrs, h5_attr, open_h5
+from landscape_exp.measures.record import Measure, measures_from_json, measures_json
 from landscape_exp.surface.grid import Axis, Grid
 
 NOT_DONE = -1.0
@@ -132,7 +133,7 @@ class SurfaceFile:
         self.found_attrs: dict[str, Any] = {}  # the attributes of the file as open() found it
 
     # -- life cycle ---------------------------------------------------------------------------
-    def __enter__(self) -> "SurfaceFile":
+    def __enter__(self) -> SurfaceFile:
         self.open()
         return self
 
@@ -346,19 +347,18 @@ def store_sharpness(path: str | Path, metrics: Mapping[str, float]) -> bool:
     return _store_json_attr(path, "sharpness", {k: float(v) for k, v in metrics.items()})
 
 
-def store_measures(path: str | Path, measures: Mapping[str, Mapping[str, Any]]) -> bool:
-    """Store ``measures`` (``{name: {"value", "ci_low", "ci_high", "higher_is_sharper"}}``, as
-    ``summary["measures"]``) as the surface file's ``measures`` attribute (JSON), atomically, like
-    :func:`store_sharpness`."""
-    return _store_json_attr(path, "measures", {k: dict(v) for k, v in measures.items()})
+def store_measures(path: str | Path, measures: Mapping[str, Measure]) -> bool:
+    """Store ``measures`` as the surface file's ``measures`` attribute (their JSON form, as
+    ``summary["measures"]``), atomically, like :func:`store_sharpness`."""
+    return _store_json_attr(path, "measures", measures_json(measures))
 
 
-def read_measures(surface_or_attrs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def read_measures(surface_or_attrs: Mapping[str, Any]) -> dict[str, Measure]:
     """The ``measures`` attribute of a surface (``read_surface`` dict or its ``attrs``), or ``{}``."""
     attrs = surface_or_attrs.get("attrs", surface_or_attrs)
     raw = attrs.get("measures") if isinstance(attrs, Mapping) else None
     try:
-        return dict(json.loads(raw)) if raw is not None else {}
+        return measures_from_json(json.loads(raw)) if raw is not None else {}
     except (ValueError, TypeError):
         return {}
 

@@ -2,7 +2,7 @@
 
 ``python run.py task=compare task.sweep_dir=<sweep or study dir>`` or
 ``python run.py task=compare 'task.runs=[<run dir>,<run dir>]'``; writes the tables and figures
-of :func:`landscape_exp.compare.compare_runs` into this job's run directory and to the tracker.
+of :func:`landscape_exp.compare.report.compare_runs` into this job's run directory and to the tracker.
 """
 
 from __future__ import annotations
@@ -10,9 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from landscape_exp.compare import METRIC_COLUMNS, compare_runs, find_runs, stats_text, text_table, value_with_ci
-from landscape_exp.context import RunContext
+from landscape_exp.compare.discover import find_runs
+from landscape_exp.compare.report import compare_runs
+from landscape_exp.compare.runs import METRIC_COLUMNS
+from landscape_exp.compare.tables import stats_text, text_table, value_with_ci
 from landscape_exp.errors import UserError
+from landscape_exp.job.context import RunContext
 
 SHOWN_MEASURES = 4  # console columns beyond the swept values and the errors; compare.md has all
 

@@ -14,21 +14,25 @@ import math
 from pathlib import Path
 from typing import Any
 
-from landscape_exp import curves as C
-from landscape_exp.checkpoint import check_state_dict, load_checkpoint, model_from_checkpoint
-from landscape_exp.connectivity import evaluate_and_report
-from landscape_exp.context import RunContext
-from landscape_exp.data import DeviceData
+import numpy as np
+
+from landscape_exp.connect import curves as C
+from landscape_exp.connect.files import curve_from_file, load_curve_file, save_curve
+from landscape_exp.connect.report import curve_splits, evaluate_and_report
+from landscape_exp.data.device import DeviceData
 from landscape_exp.errors import UserError
-from landscape_exp.model_source import (
+from landscape_exp.io.checkpoint import check_state_dict, load_checkpoint
+from landscape_exp.io.provenance import file_sha256
+from landscape_exp.job.checkpoints import (
     check_model_fits_dataset,
     check_same_architecture,
     ensure_checkpoint,
     load_for_analysis,
     model_config,
 )
-from landscape_exp.plan import print_plan
-from landscape_exp.provenance import file_sha256
+from landscape_exp.job.context import RunContext
+from landscape_exp.job.plan import plan_job
+from landscape_exp.models.loading import model_from_checkpoint
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -36,7 +40,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     s, cs = ctx.settings, ctx.settings.connect
     assert cs is not None
     dataset = ctx.dataset()
-    print_plan(ctx, dataset, f"a {cs.curve} curve trained for {cs.epochs} epochs between two minima, then it and the "
+    plan_job(ctx, dataset, f"a {cs.curve} curve trained for {cs.epochs} epochs between two minima, then it and the "
                              f"segment evaluated at {cs.num_points} points")
     p1 = ensure_checkpoint(ctx)
     p2 = ensure_checkpoint(ctx, seed_offset=1, explicit=cs.model2)
@@ -65,10 +69,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
     )
     info = {"checkpoint1": str(p1.resolve()), "checkpoint2": str(p2.resolve()), "model_cfg": cfg1,
             "curve_file": str((ctx.out_dir / "curve.pt").resolve())}
-    curve_file = C.save_curve(ctx.out_dir / "curve.pt", curve, end1_state=ck1["state_dict"], end2_state=ck2["state_dict"],
+    curve_file = save_curve(ctx.out_dir / "curve.pt", curve, end1_state=ck1["state_dict"], end2_state=ck2["state_dict"],
                               model_cfg=cfg1, meta={"dataset": dataset.name, "checkpoint1": info["checkpoint1"],
                                                     "checkpoint2": info["checkpoint2"], "training": identity, "history": history})
-    summary = evaluate_and_report(ctx, curve, dataset, info)
+    summary = _evaluate(ctx, curve, dataset, info)
     summary.update({"curve_file": str(curve_file), "checkpoint1": info["checkpoint1"], "checkpoint2": info["checkpoint2"],
                     "curve_training/final_loss": history[-1]["train_loss"] if history else math.nan,
                     "curve_training/epochs": len(history)})
@@ -81,17 +85,34 @@ def run_eval(ctx: RunContext) -> dict[str, Any]:
     path = ctx.settings.curve_file
     if not path:
         raise UserError("task=connect_eval needs curve_file=<curve.pt written by task=connect>")
-    data = C.load_curve_file(path)
+    data = load_curve_file(path)
     dataset = ctx.dataset()
     trained_on = (data.get("meta") or {}).get("dataset")
     if trained_on and trained_on != dataset.name:
         raise UserError(f"curve file {str(path)!r} was trained on dataset {trained_on!r}; evaluate it with dataset={trained_on}")
     base = model_from_checkpoint({"state_dict": data["end1"], "model_cfg": data["model_cfg"]}, f"curve file {str(path)!r}")
     check_model_fits_dataset(base, dataset, str(data["model_cfg"].get("name", "?")))
-    curve = C.curve_from_file(data, base.to(ctx.device), f"curve file {str(path)!r}").to(ctx.device)
+    curve = curve_from_file(data, base.to(ctx.device), f"curve file {str(path)!r}").to(ctx.device)
     meta = data.get("meta") or {}
     info = {"checkpoint1": meta.get("checkpoint1", "?"), "checkpoint2": meta.get("checkpoint2", "?"),
             "model_cfg": dict(data["model_cfg"]), "curve_file": str(Path(str(path)).resolve())}
-    summary = evaluate_and_report(ctx, curve, dataset, info)
+    summary = _evaluate(ctx, curve, dataset, info)
     summary["curve_file"] = info["curve_file"]
+    return summary
+
+
+def _evaluate(ctx: RunContext, curve: C.CurveModel, dataset: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """The curve and the segment evaluated (connect.report), logged to the tracker."""
+    s, cs, precision = ctx.settings, ctx.settings.connect, ctx.precision
+    splits, bn_data = curve_splits(dataset, s.eval.data_split, s.eval.split_idx, ctx.device, precision.channels_last)
+    name = info.get("model_cfg", {}).get("name", "?")
+    attrs = {"model": name, "dataset": dataset.name, "loss": s.eval.loss, "config": ctx.config,
+             **{k: v for k, v in info.items() if k != "model_cfg"}}
+    summary, results, figs = evaluate_and_report(
+        curve, splits, bn_data, num_points=cs.num_points, loss=s.eval.loss, batch_size=ctx.eval_batch_size,
+        bn_batch_size=cs.bn_batch_size, precision=precision, out_dir=ctx.out_dir, attrs=attrs, progress=ctx.progress,
+        title=f"{curve.kind} curve vs segment: {name} on {dataset.name}" if s.plot.enabled else None)
+    ts = np.linspace(0.0, 1.0, cs.num_points)
+    ctx.tracker.log_curve("connect", ts, {f"{p}/{k}": v for p, m in results.items() for k, v in m.items()}, xname="t")
+    ctx.tracker.log_images(figs, prefix="connect/")
     return summary

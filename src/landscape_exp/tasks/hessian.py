@@ -13,16 +13,17 @@ from typing import Any
 
 import torch
 
-from landscape_exp import directions as D
 from landscape_exp import hessian as H
-from landscape_exp.context import RunContext
 from landscape_exp.errors import UserError
 from landscape_exp.figures.hessian import hessian_title, spectrum_figures
-from landscape_exp.hessian.inputs import describe, hessian_data
-from landscape_exp.model_source import ensure_checkpoint, load_for_analysis, model_config
-from landscape_exp.plan import print_plan
-from landscape_exp.provenance import file_sha256, versions
+from landscape_exp.io.provenance import file_sha256, versions
+from landscape_exp.job.checkpoints import ensure_checkpoint, load_for_analysis, model_config
+from landscape_exp.job.context import RunContext
+from landscape_exp.job.hessian_inputs import describe, hessian_data
+from landscape_exp.job.plan import plan_job
 from landscape_exp.surface.grid import Axis, parse_axis
+from landscape_exp.weights import directions as D
+from landscape_exp.weights.params import select_parameters, vector_to_direction
 
 CURVE_POINTS = 51  # points of the automatic 1D range along the eigenvectors
 
@@ -36,13 +37,13 @@ def run(ctx: RunContext) -> dict[str, Any]:
         raise UserError(f"task 'hessian' draws 1D curves; drop y={s.y}")
     axis = parse_axis(s.x, "x") if s.x else None  # a malformed x fails before any work
     dataset = ctx.dataset()
-    print_plan(ctx, dataset, f"the Hessian spectrum (top and bottom {hs.spectrum.k}, trace, density) at one checkpoint")
+    plan_job(ctx, dataset, f"the Hessian spectrum (top and bottom {hs.spectrum.k}, trace, density) at one checkpoint")
     data, idx = hessian_data(ctx, dataset)  # a bad subset size fails before any training
     ckpt_path = ensure_checkpoint(ctx)
     model, ckpt = load_for_analysis(ctx, ckpt_path, dataset)
     model_cfg = model_config(ckpt, ctx)
     ignore = s.direction.ignore
-    sel = H.select_parameters(model, ignore)
+    sel = select_parameters(model, ignore)
 
     def make(params=None):  # the whole operator, or one layer's diagonal block
         return H.make_operator(model, sel, data, loss=s.eval.loss, batch_size=hs.batch_size_for(ctx.device),
@@ -71,8 +72,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     # Direction file in the original tool's layout: full model.parameters() lists, zeros on ignored tensors.
     dir_path = ctx.out_dir / "hessian_directions.h5"
     ckpt_abs = str(Path(ckpt_path).resolve())
-    D.save_directions(dir_path, {"xdirection": H.vector_to_direction(top_v, model, sel),
-                                 "ydirection": H.vector_to_direction(bot_v, model, sel)},
+    D.save_directions(dir_path, {"xdirection": vector_to_direction(top_v, model, sel),
+                                 "ydirection": vector_to_direction(bot_v, model, sel)},
                       names=[n for n, _ in model.named_parameters()],
                       attrs={"source": "hessian", "type": "weights", "ignore": ignore or "none",
                              "xeigenvalue": report.lambda_max, "yeigenvalue": report.lambda_min,

@@ -8,16 +8,17 @@ from typing import Any
 import numpy as np
 
 from landscape_exp import hessian as H
-from landscape_exp.context import RunContext
 from landscape_exp.figures.hessian import hessian_surface_figures
-from landscape_exp.hessian.inputs import describe, hessian_data
-from landscape_exp.plan import grid_work, print_plan
-from landscape_exp.model_source import ensure_checkpoint, load_for_analysis, model_config
-from landscape_exp.surface.job import Origin, check_target, grid_for, publish, run_surface, surface_target
+from landscape_exp.job.checkpoints import ensure_checkpoint, load_for_analysis, model_config
+from landscape_exp.job.context import RunContext
+from landscape_exp.job.hessian_inputs import describe, hessian_data
+from landscape_exp.job.plan import plan_job
+from landscape_exp.surface.job import Origin, check_target, grid_for, grid_work, publish, run_surface, surface_target
 from landscape_exp.surface.measures import HessianMeasure
 from landscape_exp.surface.plane import build_plane
 from landscape_exp.surface.summary import summarize_range
-from landscape_exp.surface.weight_space import WeightSpace
+from landscape_exp.weights.params import select_parameters
+from landscape_exp.weights.space import WeightSpace
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -28,13 +29,13 @@ def run(ctx: RunContext) -> dict[str, Any]:
     target = surface_target(ctx, "hessian_surface.h5", shardable=False)
     check_target(ctx, target, grid, 6)
     dataset = ctx.dataset()
-    print_plan(ctx, dataset, f"lambda_max and lambda_min at each point of {grid_work(grid)}")
+    plan_job(ctx, dataset, f"lambda_max and lambda_min at each point of {grid_work(grid)}")
     data, idx = hessian_data(ctx, dataset)
     ckpt_path = ensure_checkpoint(ctx)
     model, ckpt = load_for_analysis(ctx, ckpt_path, dataset)
     model_cfg = model_config(ckpt, ctx)
     plane = build_plane(ctx, model, model_cfg, 2, "file" if s.direction.file else "random")
-    sel = H.select_parameters(model, s.direction.ignore)
+    sel = select_parameters(model, s.direction.ignore)
     op = H.make_operator(model, sel, data, loss=s.eval.loss, batch_size=hs.batch_size_for(ctx.device),
                          curvature=hs.curvature)
     print(describe(ctx, sel, len(data)))

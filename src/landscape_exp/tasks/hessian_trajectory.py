@@ -13,17 +13,19 @@ import numpy as np
 from tqdm import tqdm
 
 from landscape_exp import hessian as H
-from landscape_exp.checkpoint import load_checkpoint
-from landscape_exp.context import RunContext
 from landscape_exp.errors import UserError
 from landscape_exp.figures import save
 from landscape_exp.figures.hessian import figure_curvature_along_training, figure_lambda_max, hessian_title
-from landscape_exp.hessian.inputs import hessian_data
-from landscape_exp.model_source import check_model_fits_dataset, checkpoint_model, ensure_checkpoint
-from landscape_exp.plan import print_plan, unit_done
-from landscape_exp.provenance import file_sha256, versions
-from landscape_exp.runs import epoch_checkpoints, epoch_of
-from landscape_exp.spectral import BULK_RULE
+from landscape_exp.hessian.density import BULK_RULE
+from landscape_exp.io.checkpoint import load_checkpoint
+from landscape_exp.io.provenance import file_sha256, versions
+from landscape_exp.job.checkpoints import check_model_fits_dataset, checkpoint_model, ensure_checkpoint
+from landscape_exp.job.context import RunContext
+from landscape_exp.job.costs import unit_done
+from landscape_exp.job.hessian_inputs import hessian_data
+from landscape_exp.job.plan import plan_job
+from landscape_exp.training.runs import epoch_checkpoints, epoch_of
+from landscape_exp.weights.params import select_parameters
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -32,7 +34,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     assert hs is not None
     sp, ignore = hs.spectrum, s.direction.ignore
     dataset = ctx.dataset()
-    print_plan(ctx, dataset, "the top of the Hessian spectrum at every saved epoch of a training run")
+    plan_job(ctx, dataset, "the top of the Hessian spectrum at every saved epoch of a training run")
     data, _ = hessian_data(ctx, dataset)
     ckpts = epoch_checkpoints(s.run_dir if s.run_dir else ensure_checkpoint(ctx).parent)
     folder = ckpts[0].parent
@@ -58,7 +60,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         model = checkpoint_model(ctx, ckpt, f"checkpoint {str(p)!r}")
         check_model_fits_dataset(model, dataset, model_name)
         model = model.to(ctx.device).eval()
-        sel = H.select_parameters(model, ignore)
+        sel = select_parameters(model, ignore)
         op = H.make_operator(model, sel, data, loss=s.eval.loss, batch_size=hs.batch_size_for(ctx.device),
                              curvature=hs.curvature)
         if sp.k > sel.dim:

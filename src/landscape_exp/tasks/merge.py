@@ -14,9 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from landscape_exp.context import RunContext
 from landscape_exp.errors import UserError
 from landscape_exp.figures import render_surface
+from landscape_exp.job.context import RunContext
+from landscape_exp.measures.paths import surface_barrier_annotation
 from landscape_exp.surface.job import publish
 from landscape_exp.surface.sharding import merge_shards, shard_count
 from landscape_exp.surface.store import grid_of, read_surface
@@ -43,7 +44,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     print(f"merged {count} shards into {surf_path} ({grid.size} points)")
     summary = summarize(surface, grid)
     summary.update({"surface_file": str(surf_path), "shard_count": count, "surface_task": task})
-    figs = render_surface(surface, ctx.out_dir, s.plot) if s.plot.enabled else []
+    figs = render_surface(surface, ctx.out_dir, s.plot, barrier=surface_barrier_annotation(surface)) if s.plot.enabled else []
     figures = publish(ctx, task, figs, [surf_path], f"{task}-surface")
     if figures:
         summary["figures"] = figures

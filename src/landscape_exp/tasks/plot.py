@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from landscape_exp.context import RunContext
 from landscape_exp.errors import UserError
 from landscape_exp.figures import figure_1d_overlay, render_surface, save, surface_title
+from landscape_exp.job.context import RunContext
+from landscape_exp.measures.paths import surface_barrier_annotation
 from landscape_exp.surface.store import read_surface
 
 
@@ -43,7 +44,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         surface = read_surface(Path(s.surf_file))
         if surface.get("layout"):
             print(f"{s.surf_file}: 2D arrays in the original tool's layout (shape (nx, ny)), read as reshape(ny, nx)")
-        figs += render_surface(surface, ctx.out_dir, s.plot)
+        figs += render_surface(surface, ctx.out_dir, s.plot, barrier=surface_barrier_annotation(surface))
         summary["surface_file"] = str(surface["path"])
     if files:
         figs += _overlay(files, ctx)

@@ -6,36 +6,47 @@ from typing import Any
 
 import numpy as np
 
-from landscape_exp.context import RunContext
+from landscape_exp.config.tasks import task_spec
 from landscape_exp.figures import render_surface
-from landscape_exp.plan import grid_work, print_plan
-from landscape_exp.model_source import ensure_checkpoint, load_for_analysis, model_config
-from landscape_exp.path_metrics import surface_path_measures
-from landscape_exp.sharpness import model_flatness, sharpness_summary
-from landscape_exp.surface.store import store_measures, store_sharpness
-from landscape_exp.surface.job import (Origin, check_target, grid_for, loss_measure, publish, result_summary, run_surface,
-                                       surface_result, surface_target)
+from landscape_exp.job.checkpoints import ensure_checkpoint, load_for_analysis, model_config
+from landscape_exp.job.context import RunContext
+from landscape_exp.job.plan import plan_job
+from landscape_exp.measures.paths import surface_barrier_annotation, surface_path_measures
+from landscape_exp.measures.record import measures_json
+from landscape_exp.measures.sharpness import model_flatness, sharpness_summary
+from landscape_exp.surface.job import (
+    Origin,
+    check_target,
+    grid_for,
+    grid_work,
+    loss_measure,
+    publish,
+    result_summary,
+    run_surface,
+    surface_result,
+    surface_target,
+)
 from landscape_exp.surface.plane import build_plane
 from landscape_exp.surface.seeds import seed_context, seeds_summary
-from landscape_exp.surface.store import metric_names
+from landscape_exp.surface.store import metric_names, store_measures, store_sharpness
 from landscape_exp.surface.summary import summarize
-from landscape_exp.surface.weight_space import WeightSpace
+from landscape_exp.weights.space import WeightSpace
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
     s = ctx.settings
     if s.direction.seeds:  # surface1d over several random directions: one surface each, then their spread
         return seeds_summary(ctx, s.direction.seeds, [run(seed_context(ctx, k, i == 0)) for i, k in enumerate(s.direction.seeds)])
-    ndim = 2 if s.task in ("surface2d", "plane") else 1
+    ndim = task_spec(s.task).ndim
     grid = grid_for(ctx, ndim)  # before any expensive work: a malformed grid fails at once
     target = surface_target(ctx)
     check_target(ctx, target, grid, len(metric_names(s.eval.splits)))
     dataset = ctx.dataset()
-    print_plan(ctx, dataset, grid_work(grid))
+    plan_job(ctx, dataset, grid_work(grid))
     ckpt_path = ensure_checkpoint(ctx)
     model, ckpt = load_for_analysis(ctx, ckpt_path, dataset)
     model_cfg = model_config(ckpt, ctx)
-    source = "file" if s.direction.file else ("checkpoints" if s.task in ("interp1d", "plane") else "random")
+    source = "file" if s.direction.file else ("checkpoints" if task_spec(s.task).between_models else "random")
     plane = build_plane(ctx, model, model_cfg, ndim, source)
     cos = plane.cosine()
 
@@ -62,7 +73,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
                     **model_flatness(s.sharpness, model, measure.splits.get("train"), s.eval.loss)}
         if measures:
             store_measures(target.path, measures)
-            summary["measures"] = measures
+            summary["measures"] = measures_json(measures)
         summary.update(stats)
         summary.update({"surface_file": str(target.path), "dir_file": str(plane.dir_file),
                         "direction_norms": plane.norms()})
@@ -71,7 +82,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
             print(f"cosine similarity of the two directions: {cos:.3e}")
         if summary.get("train_loss/nonfinite", 0):
             print(f"warning: {summary['train_loss/nonfinite']} points have a NaN or infinite training loss; stored as such, masked in figures")
-        figs = render_surface(surface, rctx.out_dir, s.plot) if s.plot.enabled else []
+        figs = render_surface(surface, rctx.out_dir, s.plot, barrier=surface_barrier_annotation(surface)) if s.plot.enabled else []
         if grid.ndim == 1:
             done = surface["done"].ravel()
             curves = {k: np.where(done, surface[k], np.nan) for k in surface if k.endswith(("_loss", "_acc"))}

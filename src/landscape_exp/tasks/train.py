@@ -6,17 +6,17 @@ from typing import Any
 
 import numpy as np
 
-from landscape_exp.context import RunContext
 from landscape_exp.figures import figure_1d, save
-from landscape_exp.model_source import train_run
-from landscape_exp.plan import print_plan
-from landscape_exp.storage import write_json
+from landscape_exp.io.files import write_json
+from landscape_exp.job.checkpoints import train_run
+from landscape_exp.job.context import RunContext
+from landscape_exp.job.plan import plan_job
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
     s = ctx.settings
-    print_plan(ctx, ctx.dataset(), f"{s.optim.get('epochs', '?')} epochs of optim={s.optim.get('name', '?')}, "
-                                   f"batch {s.optim.get('batch_size', '?')}, a checkpoint after every epoch")
+    plan_job(ctx, ctx.dataset(), f"{s.optim.epochs} epochs of optim={s.optim.name}, "
+                                   f"batch {s.optim.batch_size}, a checkpoint after every epoch")
     result = train_run(ctx, ctx.out_dir)
     hist = result["history"]
     epochs = np.array([h["epoch"] for h in hist], dtype=float)

@@ -14,21 +14,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
-
-from landscape_exp import trajectory as T
-from landscape_exp.context import RunContext
 from landscape_exp.errors import UserError
 from landscape_exp.figures import render_surface, save
 from landscape_exp.figures.trajectory import figure_trajectory
-from landscape_exp.model_source import load_for_analysis, model_config
-from landscape_exp.plan import print_plan
-from landscape_exp.pca_plane import checkpoint_paths, path_plane, pct, write_projection
-from landscape_exp.storage import write_json
+from landscape_exp.io.files import write_json
+from landscape_exp.job.checkpoints import load_for_analysis, model_config
+from landscape_exp.job.context import RunContext
+from landscape_exp.job.plan import plan_job
 from landscape_exp.surface.grid import covering_grid
 from landscape_exp.surface.job import Origin, check_target, loss_measure, publish, run_surface, surface_target
+from landscape_exp.surface.path_plane import checkpoint_paths, path_plane, pct, write_projection
 from landscape_exp.surface.store import metric_names
 from landscape_exp.surface.summary import summarize
-from landscape_exp.surface.weight_space import WeightSpace
+from landscape_exp.weights import pca as T
+from landscape_exp.weights.space import WeightSpace
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -39,7 +38,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     if len(paths) < 3:
         raise UserError(f"a trajectory needs at least 3 checkpoints for 2 principal components; got {len(paths)} from {source}")
     dataset = ctx.dataset()
-    print_plan(ctx, dataset, f"the PCA plane of {len(paths)} checkpoints from {source}, a {t.num}x{t.num} loss grid on it")
+    plan_job(ctx, dataset, f"the PCA plane of {len(paths)} checkpoints from {source}, a {t.num}x{t.num} loss grid on it")
     model, ckpt = load_for_analysis(ctx, paths[-1], dataset)
     model_cfg = model_config(ckpt, ctx)
     pp = path_plane(ctx, model, ckpt.get("model_cfg"), paths)
