@@ -113,8 +113,8 @@ def run(model_name: str, num_samples: int, rounds: int, matmul_size: int, batch:
     rows = []
     for key, g in sorted(best.convs.items(), key=lambda kv: -kv[1]["seconds"]):
         rate = 2 * g["macs"] / g["seconds"] / 1e9
-        rows.append({"shape": key, "per_forward": int(g["count"]) // forwards, "seconds": g["seconds"], "share": g["seconds"] / best_wall,
-                     "gmac": g["macs"] / 1e9, "gflops": rate, "of_matmul": rate / mm})
+        rows.append({"shape": key, "per_forward": int(g["count"]) // forwards, "seconds": g["seconds"],
+                     "share": g["seconds"] / best_wall, "gmac": g["macs"] / 1e9, "gflops": rate, "of_matmul": rate / mm})
     fastest = max(r["gflops"] for r in rows)
     macs = sum(g["macs"] for g in best.convs.values())
     return {
@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = ap.parse_args(argv)
     torch.set_num_threads(cpu_threads(args.threads))
     print(f"CPU: {cpu_description()}; torch {torch.__version__}; load average {load_average()}")
-    results = [run(m, args.num_samples, args.rounds, args.matmul_size, args.batch) for m in (args.model or ["resnet20", "resnet56"])]
+    results = [run(m, args.num_samples, args.rounds, args.matmul_size, args.batch)
+               for m in (args.model or ["resnet20", "resnet56"])]
     for r in results:
         report(r)
     print(f"load average after: {load_average()}")

@@ -99,7 +99,7 @@ def pyhessian_rows(model: torch.nn.Module, batches: list, device: torch.device, 
         hc = pyhessian_hessian(model, F.cross_entropy, dataloader=data, cuda=device.type == "cuda")
         for n in (1, k):
             torch.manual_seed(seed)  # PyHessian draws its start vectors from the global generator
-            (vals, _), dt, m = timed(device, lambda: data.passes, lambda: hc.eigenvalues(maxIter=max_iter, tol=tol, top_n=n))
+            (vals, _), dt, m = timed(device, lambda: data.passes, lambda n=n: hc.eigenvalues(maxIter=max_iter, tol=tol, top_n=n))
             rows.append({"what": f"PyHessian {'lambda_max' if n == 1 else f'top-{n}'}", "seconds": dt, "num_hvp": m,
                          "values": [float(x) for x in vals], "rel_error": rel_error(vals, reference)})
     finally:
@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
                                       generator=torch.Generator().manual_seed(args.seed + 99), device=device)
         reference = ref.values.numpy()
         for k in (1, args.k):
-            res, dt, m = timed(device, count, lambda: spectral.top_eigenpairs(op.matvec, sel.dim, k, options=opts,
-                                                                              generator=gen(), device=device))
+            res, dt, m = timed(device, count, lambda k=k: spectral.top_eigenpairs(op.matvec, sel.dim, k, options=opts,
+                                                                                  generator=gen(), device=device))
             rows.append({"what": f"ours {'lambda_max' if k == 1 else f'top-{k}'}", "seconds": dt, "num_hvp": m,
                          "values": res.values.tolist(), "rel_error": rel_error(res.values.tolist(), reference),
                          "converged": res.all_converged, "max_residual": float(res.residuals.max())})
@@ -196,8 +196,10 @@ def main(argv: list[str] | None = None) -> dict:
             rows += pyhessian_rows(model, batches, device, args.k, args.tol, args.pyhessian_max_iter, args.seed, reference)
             pyhessian_note = f"PyHessian power iteration, tol={args.tol} (relative change), maxIter={args.pyhessian_max_iter}"
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_description()}, {torch.get_num_threads()} threads"
-    trained = args.checkpoint or (f"trained {args.epochs} epoch{'s' * (args.epochs != 1)}" if small and args.epochs > 0 else "random init")
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"{cpu_description()}, {torch.get_num_threads()} threads")
+    trained = args.checkpoint or (f"trained {args.epochs} epoch{'s' * (args.epochs != 1)}" if small and args.epochs > 0
+                                  else "random init")
     print(f"\nmodel {args.model} ({trained}; {sel.dim:,} weights in the Hessian), {len(data):,} images, batch {batch}, "
           f"ours: {args.method} stopped at residual <= {args.tol:g} x ||H||; device {device} ({name})")
     print(f"reference top-{args.k} (Lanczos, residual <= 1e-10 x ||H||, {ref.steps} steps): "
@@ -211,8 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"(PyHessian column skipped: {PYHESSIAN_HINT})")
     record = {"benchmark": "hessian_eigenvalues", "model": args.model, "trained": trained, "dim": sel.dim,
               "num_samples": len(data), "batch_size": batch, "method": args.method, "tol": args.tol,
-              "device": str(device), "device_name": name, "cpu": cpu_record(), "torch": torch.__version__, "checkpoint": args.checkpoint,
-              "reference": reference.tolist(), "pyhessian": pyhessian_note, "results": rows,
+              "device": str(device), "device_name": name, "cpu": cpu_record(), "torch": torch.__version__,
+              "checkpoint": args.checkpoint, "reference": reference.tolist(), "pyhessian": pyhessian_note, "results": rows,
               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[1:] if argv is None else argv}
     Path(args.json).write_text(json.dumps(record, indent=2))
     print(f"wrote {args.json}")

@@ -89,7 +89,8 @@ def write_cifar_files(root: Path, num_train: int, num_test: int, seed: int) -> P
     batch("test_batch", num_test, "testing batch 1 of 1")
     with open(base / "batches.meta", "wb") as f:
         pickle.dump({"num_cases_per_batch": sizes[0], "num_vis": 3072,
-                     "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}, f)
+                     "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                     "truck"]}, f)
     return root
 
 
@@ -319,7 +320,8 @@ def calibrate_batchnorm(model: nn.Module, split: ImageSplit, device: torch.devic
     model.eval()
 
 
-def batch_sweep(model: nn.Module, split: ImageSplit, sizes: Sequence[int], device: torch.device, rounds: int = 2) -> dict[int, float]:
+def batch_sweep(model: nn.Module, split: ImageSplit, sizes: Sequence[int], device: torch.device,
+                rounds: int = 2) -> dict[int, float]:
     """Seconds of one fp32 forward pass over the split per batch size (BatchNorm folded, channels_last,
     fused where the device has the kernels: the default)."""
     m = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -488,13 +490,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="default: the CPUs this process may use")
     ap.add_argument("--batch-size", type=int, default=None,
-                    help="engine batch (default: what a run gets, chosen for the device and model by conf/config.yaml's eval section)")
+                    help="engine batch (default: what a run gets, chosen for the device and model by "
+                         "conf/config.yaml's eval section)")
     ap.add_argument("--batch-sweep", default="32,64,128,256,512,1024", help="batch sizes of the forward-pass sweep ('' = none)")
     ap.add_argument("--ref-batch-size", type=int, default=128)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference (the original's 2)")
     ap.add_argument("--bookkeeping-grid", type=int, default=101, help="N: time an N x N surface of a tiny model (0 = skip)")
     ap.add_argument("--compile-models", default="resnet20",
-                    help="models that also get the torch.compile variants (comma list; compiling ResNet-56 on 2 cores takes minutes)")
+                    help="models that also get the torch.compile variants (comma list; "
+                         "compiling ResNet-56 on 2 cores takes minutes)")
     ap.add_argument("--warm-compile-cache", action="store_true",
                     help="keep torch.compile's on-disk cache (default: an empty one, so compile times are cold)")
     ap.add_argument("--checkpoint", default=None, help="a trained checkpoint of the (single) model")

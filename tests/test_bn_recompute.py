@@ -104,7 +104,7 @@ def test_single_batch_statistics_are_the_data_mean_and_variance(digits):
     bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     seen = {}
     conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    for k, _ in measure.points(space, parse_grid("0:1:3"), [1]):
+    for _k, _ in measure.points(space, parse_grid("0:1:3"), [1]):
         seen["mean"], seen["var"] = bn.running_mean.clone(), bn.running_var.clone()
         with torch.no_grad():
             z = conv(train.normalize(train.images)).double()

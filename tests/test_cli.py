@@ -48,7 +48,8 @@ def test_default_job_writes_everything(tmp_path):
     assert summary["points"] == 25 and summary["points_done"] == 25
     # the last line says where the results are, on the console and in run.log
     closing = "surface2d: done in "
-    assert r.stdout.strip().splitlines()[-1].startswith(closing) and r.stdout.strip().endswith(f"{len(pngs)} figures, summary.json in {run}")
+    assert (r.stdout.strip().splitlines()[-1].startswith(closing)
+            and r.stdout.strip().endswith(f"{len(pngs)} figures, summary.json in {run}"))
     assert (run / "run.log").read_text().strip().splitlines()[-1] == r.stdout.strip().splitlines()[-1]
     with h5py.File(run / "surface.h5", "r") as f:
         assert f["train_loss"].shape == (5, 5) and np.isfinite(f["train_loss"][()]).all()

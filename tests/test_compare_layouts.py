@@ -99,7 +99,8 @@ def study(tmp_path_factory) -> Path:
               {"lambda_max": 12.5, "lambda_min": -0.5, "trace": 40.0, "trace_stderr": 2.0, "num_hvp": 300,
                "hessian_file": str(hdir / "hessian.h5")})
     (root / "surfaces" / "surface2d_bs999_wd0" / ".hydra").mkdir(parents=True)  # failed: config, no summary
-    OmegaConf.save(OmegaConf.create(model_cfg("surface2d", 999, 0.0)), root / "surfaces" / "surface2d_bs999_wd0" / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(model_cfg("surface2d", 999, 0.0)),
+                   root / "surfaces" / "surface2d_bs999_wd0" / ".hydra" / "config.yaml")
     write_job(root / "compare_old", {"task": {"name": "compare"}}, {"table_csv": "x", "correlations_csv": "y", "runs": 3})
     return root
 
@@ -124,7 +125,8 @@ def test_a_study_is_one_row_per_model_sorted_by_the_swept_numbers(study: Path, t
     assert rows[0]["model"] == "batch_size=32, weight_decay=0" and rows[1]["model"] == "batch_size=32, weight_decay=0.0005"
     hessian_row = rows[0]
     assert hessian_row["jobs"] == "train/bs32_wd0; hessian/bs32_wd0; surfaces/surface1d_bs32_wd0; surfaces/surface2d_bs32_wd0"
-    assert float(hessian_row["hessian/lambda_max"]) == 12.5 and float(hessian_row["hessian/trace ci_low"]) == pytest.approx(40 - 1.96 * 2)
+    assert (float(hessian_row["hessian/lambda_max"]) == 12.5
+            and float(hessian_row["hessian/trace ci_low"]) == pytest.approx(40 - 1.96 * 2))
     assert all(math.isnan(float(r["hessian/lambda_max"])) for r in rows[1:])
     curve_row = rows[2]
     assert curve_row["model"] == "batch_size=64, weight_decay=0" and float(curve_row["barrier_train_loss"]) == 0.14
@@ -133,7 +135,8 @@ def test_a_study_is_one_row_per_model_sorted_by_the_swept_numbers(study: Path, t
         t = model_numbers(b, wd)
         hess = "hessian/bs32_wd0; " if r is hessian_row else ""
         curve = "; connect/bs64_wd0" if r is curve_row else ""  # jobs that measure between checkpoints come last
-        assert r["jobs"] == f"train/bs{b}_wd{wd:g}; {hess}surfaces/surface1d_bs{b}_wd{wd:g}; surfaces/surface2d_bs{b}_wd{wd:g}{curve}"
+        assert r["jobs"] == (f"train/bs{b}_wd{wd:g}; {hess}surfaces/surface1d_bs{b}_wd{wd:g}; "
+                             f"surfaces/surface2d_bs{b}_wd{wd:g}{curve}")
         assert r["source"] == "training"  # these surfaces hold only the training split
         assert float(r["test_error"]) == pytest.approx(100 - t["test_acc"], abs=1e-12)
         assert float(r["gap"]) == pytest.approx(t["test_loss"] - t["train_loss"], abs=1e-12)
@@ -263,7 +266,8 @@ def test_too_few_models_say_so_and_still_equal_scipy() -> None:
     a, err = [0.3, 1.2, 0.7, 2.5], [4.0, 5.0, 6.5, 6.0]
     (c,) = rank_correlations([{"m": x, "test_error": y} for x, y in zip(a, err)], ["m"], "test_error")
     assert c["n"] == 4 and c["note"] == "n=4, too few to mean anything"
-    assert c["spearman_rho"] == pytest.approx(spearmanr(a, err).statistic) and c["spearman_p"] == pytest.approx(spearmanr(a, err).pvalue)
+    assert (c["spearman_rho"] == pytest.approx(spearmanr(a, err).statistic)
+            and c["spearman_p"] == pytest.approx(spearmanr(a, err).pvalue))
     assert c["kendall_tau"] == pytest.approx(kendalltau(a, err).statistic)
     (c,) = rank_correlations([{"m": 1.0, "gap": 2.0}, {"m": 2.0, "gap": 1.0}, {"m": math.nan, "gap": 0.0}], ["m"])
     assert c["n"] == 2 and math.isnan(c["spearman_rho"]) and c["note"] == "n=2, too few for a rank correlation"

@@ -101,7 +101,8 @@ def _bn_net() -> nn.Module:
 
 def test_recompute_bn_stats_equals_brute_force():
     gen = torch.Generator().manual_seed(0)
-    split = ImageSplit(torch.randint(0, 256, (103, 1, 8, 8), generator=gen, dtype=torch.uint8), torch.zeros(103, dtype=torch.long))
+    split = ImageSplit(torch.randint(0, 256, (103, 1, 8, 8), generator=gen, dtype=torch.uint8),
+                       torch.zeros(103, dtype=torch.long))
     data = DeviceData(split, (0.4,), (0.3,), "cpu")
     net = _bn_net()
     bn = net[1]
@@ -222,7 +223,8 @@ def test_curve_file_round_trip(two_minima, tmp_path):
 def test_garipov_schedule():
     assert C.garipov_lr(0.1, 0, 10) == 0.1 and C.garipov_lr(0.1, 5, 10) == 0.1
     assert C.garipov_lr(0.1, 7, 10) == pytest.approx(0.1 * (1 - 0.2 / 0.4 * 0.99))
-    assert C.garipov_lr(0.1, 9, 10) == pytest.approx(0.001) and barrier(np.array([0, 0.5, 1]), np.array([1.0, 3.0, 1.0]))[0] == 2.0
+    assert (C.garipov_lr(0.1, 9, 10) == pytest.approx(0.001)
+            and barrier(np.array([0, 0.5, 1]), np.array([1.0, 3.0, 1.0]))[0] == 2.0)
 
 
 # ---------------------------------------------------------------------------------------------

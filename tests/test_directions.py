@@ -157,7 +157,7 @@ def test_weights_directions_one_per_parameter_and_buffers_unchanged(convbn):
     space.move_to([0.3, -0.7])
     for k, v in convbn.named_buffers():
         assert torch.equal(v, buffers[k])
-    for (name, p), wi, a, b in zip(params, w, dx, dy):
+    for (_name, p), wi, a, b in zip(params, w, dx, dy):
         torch.testing.assert_close(p.detach(), wi + 0.3 * a - 0.7 * b, rtol=1e-6, atol=1e-7)
 
 
@@ -191,7 +191,8 @@ def test_move_to_close_to_float64_formula():
     space.move_to([a, b])
     for p, o, x, y in zip(model.parameters(), w, dx, dy):
         ref = o.double() + a * x.double() + b * y.double()
-        assert float((p.detach().double() - ref).abs().max()) <= 2 * float(torch.finfo(torch.float32).eps) * max(1.0, float(ref.abs().max()))
+        assert (float((p.detach().double() - ref).abs().max())
+                <= 2 * float(torch.finfo(torch.float32).eps) * max(1.0, float(ref.abs().max())))
     space.restore()
 
 

@@ -59,7 +59,8 @@ def test_pac_bayes_sigma_of_a_quadratic_is_sqrt_2delta_over_trace():
     assert rm.sigma == pytest.approx(exact_m, rel=0.03)
     # started far above and far below: the same answer
     for start in (1e-6, 1e3):
-        assert pac_bayes_sigma(fn, w, target, samples=20, seed=1, rel_tol=1e-4, start=start).sigma == pytest.approx(r.sigma, rel=2e-4)
+        assert pac_bayes_sigma(fn, w, target, samples=20, seed=1, rel_tol=1e-4,
+                               start=start).sigma == pytest.approx(r.sigma, rel=2e-4)
 
 
 def relu_net(seed: int = 0) -> nn.Module:

@@ -126,7 +126,7 @@ def test_loss_measure_folds_once_per_point_and_leaves_the_model(monkeypatch):
         if fold:
             calls = []
             real = measure._copy.refresh
-            monkeypatch.setattr(measure._copy, "refresh", lambda: (calls.append(1), real())[1])
+            monkeypatch.setattr(measure._copy, "refresh", lambda calls=calls, real=real: (calls.append(1), real())[1])
         results[fold] = dict(measure.points(space, grid, list(range(grid.size))))
         space.restore()
         if fold:
@@ -170,7 +170,7 @@ def test_compiled_copy_does_not_recompile_per_point(monkeypatch):
     x = torch.randn(8, 3, 16, 16)
     outs = []
     with torch.no_grad():
-        for step in range(3):
+        for _ in range(3):
             for p in model.parameters():
                 p.mul_(1.01)
             copy.refresh()
@@ -276,7 +276,7 @@ def test_threads_follow_the_affinity_mask(monkeypatch, tmp_path):
                     or subprocess.run(["which", "taskset"], capture_output=True).returncode != 0,
                     reason="needs taskset and two CPUs")
 def test_threads_under_taskset_in_a_subprocess():
-    code = "from landscape_exp.job.preflight import cpu_threads; print(cpu_threads(current=64))"
+    code = "from landscape_exp.engine.cpu import cpu_threads; print(cpu_threads(current=64))"
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")}
     out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          timeout=120)

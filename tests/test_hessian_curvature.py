@@ -21,6 +21,7 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape_exp import hessian as H
+from landscape_exp.config.hessian import SpectrumSettings
 from landscape_exp.data.datasets import load_dataset
 from landscape_exp.data.device import DeviceData
 from landscape_exp.errors import UserError
@@ -107,7 +108,7 @@ def test_bottom_of_the_spectrum_at_a_trained_minimum(minimum):
     gaps = np.diff(ev[:8]) / lmax
     # The premise: a dense near-zero cluster (a residual of 1e-4 lambda_max cannot order it).
     assert abs(ev[0]) < 0.01 * lmax and gaps.max() < 1e-3 and gaps.min() < 1e-5, gaps
-    r = H.spectrum_report(minimum["op"], H.SpectrumSettings(k=5, trace_probes=0, density_probes=0))  # tol 1e-5
+    r = H.spectrum_report(minimum["op"], SpectrumSettings(k=5, trace_probes=0, density_probes=0))  # tol 1e-5
     # In order, none skipped: each of the 5 smallest within 1e-6 lambda_max (far inside the
     # 1e-4 asked for and below the gaps), and the 5 vectors span the exact bottom-5 eigenspace.
     np.testing.assert_allclose(r.bottom.values, ev[:5], rtol=0, atol=1e-6 * lmax)
@@ -126,7 +127,7 @@ def test_bottom_of_the_spectrum_at_a_trained_minimum(minimum):
 
 def test_unconverged_pairs_say_so_and_their_residuals_bound_the_error(minimum):
     ev, Hm = minimum["evals"], minimum["H"]
-    r = H.spectrum_report(minimum["op"], H.SpectrumSettings(k=5, max_iter=6, trace_probes=0, density_probes=0))
+    r = H.spectrum_report(minimum["op"], SpectrumSettings(k=5, max_iter=6, trace_probes=0, density_probes=0))
     assert not r.bottom.converged.any()  # 6 Lanczos steps cannot reach 1e-5 of the spread
     assert not r.convergence().converged
     # The flags are honest: the values really are wrong (lambda_min reported far above the exact) ...
@@ -151,7 +152,7 @@ def test_unconverged_pairs_say_so_and_their_residuals_bound_the_error(minimum):
 def test_bulk_edge_and_outliers_against_the_exact_spectrum(minimum):
     ev = minimum["evals"]
     dim, lmax = len(ev), ev[-1]
-    r = H.spectrum_report(minimum["op"], H.SpectrumSettings(k=1, trace_probes=0, density_probes=2, density_iters=80,
+    r = H.spectrum_report(minimum["op"], SpectrumSettings(k=1, trace_probes=0, density_probes=2, density_iters=80,
                                                             bottom=False))
     exact = density.bulk_split(torch.from_numpy(ev), torch.full((dim,), 1.0 / dim), dim)
     b = r.bulk
@@ -200,7 +201,7 @@ def test_gauss_newton_equals_exact_jt_hout_j(loss):
     z = model(X).detach()
     G = torch.zeros(J.shape[2], J.shape[2], dtype=torch.float64)
     for n in range(len(y)):  # H_out of each sample's loss w.r.t. its logits, exact
-        h_out = torch.autograd.functional.hessian(lambda zz: per_sample(zz[None], y[n:n + 1]).sum(), z[n])
+        h_out = torch.autograd.functional.hessian(lambda zz, n=n: per_sample(zz[None], y[n:n + 1]).sum(), z[n])
         G += J[n].T @ h_out @ J[n] / len(y)
     if loss == "crossentropy":  # the closed form diag(p) - p p^T
         p = F.softmax(z, dim=1)
@@ -209,7 +210,8 @@ def test_gauss_newton_equals_exact_jt_hout_j(loss):
     batches = [(X[i:i + 16], y[i:i + 16]) for i in range(0, 40, 16)]
     op = GaussNewtonOperator(model, list(model.parameters()), batches, lambda zz, t: per_sample(zz, t).mean(), 40)
     torch.testing.assert_close(_dense(op), G, rtol=1e-10, atol=1e-12)
-    res = spectral.top_eigenpairs(op, op.dim, 3, options=spectral.SolverOptions(tol=1e-10), generator=torch.Generator().manual_seed(1))
+    res = spectral.top_eigenpairs(op, op.dim, 3, options=spectral.SolverOptions(tol=1e-10),
+                                  generator=torch.Generator().manual_seed(1))
     np.testing.assert_allclose(res.values.numpy(), eigvalsh(G.numpy())[::-1][:3], rtol=1e-8)
     assert res.all_converged
     if loss == "crossentropy":
@@ -238,7 +240,8 @@ def test_empirical_fisher_is_the_mean_of_gradient_outer_products():
     op = FisherOperator(model, params, [(X[:25], y[:25]), (X[25:], y[25:])], F.cross_entropy, 40,
                         lambda z, t: F.cross_entropy(z, t, reduction="none"))
     torch.testing.assert_close(_dense(op), Fm, rtol=1e-10, atol=1e-12)
-    res = spectral.top_eigenpairs(op, op.dim, 2, options=spectral.SolverOptions(tol=1e-10), generator=torch.Generator().manual_seed(2))
+    res = spectral.top_eigenpairs(op, op.dim, 2, options=spectral.SolverOptions(tol=1e-10),
+                                  generator=torch.Generator().manual_seed(2))
     np.testing.assert_allclose(res.values.numpy(), eigvalsh(Fm.numpy())[::-1][:2], rtol=1e-8)
     # gradient() and loss() are those of the loss, whatever the curvature.
     torch.testing.assert_close(op.gradient(), grads.mean(0), rtol=1e-10, atol=1e-12)
@@ -261,7 +264,7 @@ def test_block_spectra_are_the_exact_diagonal_blocks():
     def make(params=None):
         return HessianOperator(model, list(params or sel.params), [(X, y)], F.cross_entropy, 40)
 
-    r = H.spectrum_report(make(), H.SpectrumSettings(k=2, tol=1e-9, trace_probes=0, density_probes=0, blocks=3),
+    r = H.spectrum_report(make(), SpectrumSettings(k=2, tol=1e-9, trace_probes=0, density_probes=0, blocks=3),
                           selection=sel, make_block=make)
     assert [b.name for b in r.blocks] == ["0", "2"] and [b.dim for b in r.blocks] == [42, 24]
     for b, sl in zip(r.blocks, (slice(0, 42), slice(42, 66))):
@@ -298,7 +301,7 @@ def test_a_running_report_says_each_stage_with_its_true_product_count():
         return HessianOperator(model, list(params or sel.params), [(X, y)], F.cross_entropy, 40)
 
     lines: list[str] = []
-    settings = H.SpectrumSettings(k=2, trace_probes=7, density_probes=2, density_iters=9, blocks=1)
+    settings = SpectrumSettings(k=2, trace_probes=7, density_probes=2, density_iters=9, blocks=1)
     r = H.spectrum_report(make(), settings, selection=sel, make_block=make, say=lines.append)
     assert all(line.startswith("hessian: ") for line in lines)
     assert lines[0] == "hessian: top 2 eigenpairs ..." and lines[1].startswith("hessian: one product over the data takes ")

@@ -24,6 +24,7 @@ from torch.func import functional_call
 
 from landscape_exp import hessian as H
 from landscape_exp.app import run_job
+from landscape_exp.config.hessian import SpectrumSettings
 from landscape_exp.data.datasets import load_dataset
 from landscape_exp.data.device import DeviceData
 from landscape_exp.errors import UserError
@@ -489,7 +490,7 @@ def test_spectrum_report_every_method(tiny, method):
     model, data, sel, Hm, ev = tiny
     assert ev[0] < -0.1 * ev[-1]  # indefinite: the bottom pairs are negative
     op = H.make_operator(model, sel, data, batch_size=40)  # 64 = 40 + 24: the batching is exact
-    settings = H.SpectrumSettings(k=2, method=method, tol=1e-4 if method == "power" else 1e-6, trace_probes=100,
+    settings = SpectrumSettings(k=2, method=method, tol=1e-4 if method == "power" else 1e-6, trace_probes=100,
                                   density_probes=2, density_iters=30, density_points=400, seed=1)
     r = H.spectrum_report(op, settings)
     np.testing.assert_allclose(r.top.values, ev[::-1][:2], rtol=1e-4)
@@ -509,8 +510,8 @@ def test_spectrum_report_every_method(tiny, method):
 
 def test_settings_are_checked():
     with pytest.raises(UserError, match="hessian.k"):
-        H.SpectrumSettings(k=0)
+        SpectrumSettings(k=0)
     with pytest.raises(UserError, match="max_iter"):
-        H.SpectrumSettings(max_iter=-1)
+        SpectrumSettings(max_iter=-1)
     with pytest.raises(UserError, match="density.probes"):
-        H.SpectrumSettings(density_probes=-2)
+        SpectrumSettings(density_probes=-2)

@@ -461,7 +461,7 @@ def test_config_list_values_work_unresolved() -> None:
 def measured_counts() -> dict[str, tuple[int, int]]:
     """(CIFAR-10, digits) parameter counts of every config, built through its YAML."""
     return {
-        p.stem: (meta_params(lambda: build_from_conf(p, CIFAR)), meta_params(lambda: build_from_conf(p, DIGITS)))
+        p.stem: (meta_params(lambda p=p: build_from_conf(p, CIFAR)), meta_params(lambda p=p: build_from_conf(p, DIGITS)))
         for p in MODEL_CONFS
     }
 

@@ -95,7 +95,8 @@ def test_launcher_defaults_compose_and_override(tmp_path: Path) -> None:
         local = compose("config", overrides=["hydra/launcher=submitit_local"], return_hydra_config=True).hydra.launcher
     # the project's subclasses of the plugin's launchers (job names, jobs.json, squeue fallback)
     assert slurm._target_ == "hydra_plugins.landscape_launchers.SlurmLauncher"
-    assert (slurm.partition, slurm.timeout_min, slurm.gpus_per_node, slurm.tasks_per_node, slurm.array_parallelism) == ("gpu", 30, 4, 4, 8)
+    assert (slurm.partition, slurm.timeout_min, slurm.gpus_per_node, slurm.tasks_per_node,
+            slurm.array_parallelism) == ("gpu", 30, 4, 4, 8)
     assert (slurm.cpus_per_task, slurm.mem_gb, slurm.max_num_timeout, slurm.signal_delay_s) == (4, 32, 10, 120)
     assert local._target_ == "hydra_plugins.landscape_launchers.LocalLauncher"
     assert (local.timeout_min, local.gpus_per_node, local.tasks_per_node) == (720, 1, 1)
@@ -223,7 +224,8 @@ def test_a_late_sibling_worker_does_not_publish_the_surface_again(tmp_path: Path
     t0 = time.time()
     first = shard(0, t0, "a0")
     assert "merged_into" not in first and "merged_by_another" not in first  # shard 1 missing
-    assert f"shard 0 of 2 done; other shards still have points to compute, and the one that completes the set merges them into {surf}" in capsys.readouterr().out
+    assert (f"shard 0 of 2 done; other shards still have points to compute, and the one that completes the set merges them "
+            f"into {surf}" in capsys.readouterr().out)
     last = shard(1, t0, "a1")
     assert last["merged_into"] == str(surf.parent)
     merged_at = read_surface(surf)["attrs"]["merged_at"]

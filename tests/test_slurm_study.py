@@ -48,7 +48,8 @@ def _requeue_a_running_shard(sdir: Path, deadline: float) -> tuple[str, Path]:
             if _journal_points(journal) >= 3:
                 index = int(re.search(r"shard-(\d+)-of", journal.name).group(1))
                 rec = json.loads((sdir / "surfaces" / "jobs.json").read_text())
-                job = next(j for j in rec["jobs"] if Path(j["dir"]) == journal.parent and f"shard.index={index}" in j["overrides"])
+                job = next(j for j in rec["jobs"]
+                           if Path(j["dir"]) == journal.parent and f"shard.index={index}" in j["overrides"])
                 res = sh("scontrol", "requeue", job["job_id"])
                 assert res.returncode == 0, res.stderr
                 return job["job_id"], journal.parent / f"shard-{index}"

@@ -66,7 +66,8 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     _fake(bin_dir, "sacct", 'echo "sacct: error: Slurm accounting storage is disabled" >&2; exit 1\n')
     _fake(bin_dir, "squeue", f'echo "$@" >> {tmp_path}/squeue.calls\n'
                              f'case "$*" in *%r*) sed "s/|.*/|Dependency/" {tmp_path}/queue.txt; exit 0;; esac\n'
-                             f'[ -s {tmp_path}/queue.txt ] || {{ echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1; }}\n'
+                             f'[ -s {tmp_path}/queue.txt ] || '
+                             f'{{ echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1; }}\n'
                              f'cat {tmp_path}/queue.txt\n')
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return tmp_path
@@ -145,7 +146,8 @@ def test_study_status_from_queue_and_exit_records(fake_slurm: Path, capsys: pyte
 
 def test_launch_record_keeps_earlier_submissions_and_closing_line(tmp_path: Path) -> None:
     write_launch_record(tmp_path, "slurm", "a", [{"job_id": "1_0", "dir": str(tmp_path / "0")}])
-    write_launch_record(tmp_path, "slurm", "a", [{"job_id": "2_0", "dir": str(tmp_path / "0")}], extra_file=str(tmp_path / "x.json"))
+    write_launch_record(tmp_path, "slurm", "a", [{"job_id": "2_0", "dir": str(tmp_path / "0")}],
+                        extra_file=str(tmp_path / "x.json"))
     rec = json.loads((tmp_path / "jobs.json").read_text())
     assert rec["jobs"][0]["job_id"] == "2_0" and rec["previous"][0]["jobs"][0]["job_id"] == "1_0"
     assert json.loads((tmp_path / "x.json").read_text())["jobs"] == rec["jobs"]

@@ -110,7 +110,8 @@ def test_2d_job_is_its_own_run_with_images_and_html(sweep):
     # the second job reused the cached checkpoint: its training history is attached (epochs 0-2,
     # from the cache's last.pt) with a link to the training run; nothing else of the first job leaked
     assert [row["train/epoch"] for row in two["history"] if "train/epoch" in row] == [0, 1, 2]
-    assert two["config"]["trained_by"]["run_dir"].endswith(".cache/train/" + two["config"]["trained_by"]["run_dir"].split("/")[-1])
+    assert two["config"]["trained_by"]["run_dir"].endswith(".cache/train/"
+                                                           + two["config"]["trained_by"]["run_dir"].split("/")[-1])
     assert not any(k.startswith("surface1d/") for row in two["history"] for k in row)
     assert two["summary"]["points"] == 25 and one["summary"]["points"] == 5
     kinds = ("contour", "contourf", "heatmap", "3dsurface")

@@ -33,7 +33,8 @@ from landscape_exp.job.tracking import make_tracker, run_id_for, tracked_summary
 from landscape_exp.tasks import get_task
 
 
-def run_job(cfg: DictConfig | Mapping[str, Any], *, output_dir: str | Path, job: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run_job(cfg: DictConfig | Mapping[str, Any], *, output_dir: str | Path,
+            job: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run ``cfg.task.name`` with outputs under ``output_dir``; returns the task's summary.
 
     ``cfg``: the composed config (interpolations are resolved here) or an already resolved mapping.

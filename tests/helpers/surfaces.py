@@ -53,7 +53,8 @@ def wait_for_journal(proc: subprocess.Popen, journal: Path, lines: int, timeout:
             return n
         if proc.poll() is not None:
             out, err = proc.communicate()
-            pytest.fail(f"run ended (exit {proc.returncode}) before {journal.name} had {lines} points\n{out[-2000:]}\n{err[-2000:]}")
+            pytest.fail(f"run ended (exit {proc.returncode}) before {journal.name} had {lines} points\n"
+                        f"{out[-2000:]}\n{err[-2000:]}")
         time.sleep(0.005)
     proc.kill()
     pytest.fail(f"{journal} did not reach {lines} points in {timeout} s")

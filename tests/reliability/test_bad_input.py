@@ -50,7 +50,8 @@ def bad(tmp_path_factory, lenet_ckpt):
     files.mkdir()
     torch.manual_seed(0)
     mlp = build_model(mlp_cfg())
-    wrong_weights = save_checkpoint(files / "lenet_cfg_mlp_weights.pt", {"state_dict": mlp.state_dict(), "model_cfg": lenet_cfg()})
+    wrong_weights = save_checkpoint(files / "lenet_cfg_mlp_weights.pt",
+                                    {"state_dict": mlp.state_dict(), "model_cfg": lenet_cfg()})
     mlp_dirs = files / "mlp_directions.h5"
     d = D.create_random_direction(snapshot(mlp, "weights"), seed=1)
     D.save_directions(mlp_dirs, {"xdirection": d, "ydirection": d}, names=[n for n, _ in mlp.named_parameters()])

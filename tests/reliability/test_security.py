@@ -314,7 +314,7 @@ def test_config_files_name_only_registered_builders():
         for resolver in re.findall(r"\$\{([A-Za-z_][\w.]*):", text):
             assert resolver in ("oc.env", "now", "hydra"), f"{f}: resolver {resolver!r}"
 
-        def walk(node: object) -> None:
+        def walk(node: object, f=f) -> None:
             if isinstance(node, dict):
                 for k, v in node.items():
                     if k == "_target_":

@@ -160,7 +160,7 @@ def test_killed_runs_resume_without_loss_or_recomputation(tmp_path, lenet_ckpt, 
         target = int(fraction * TOTAL)
         proc = run_cli(args, tmp_path, popen=True)
         try:
-            wait_until(lambda: progress(h5) >= target, proc, f"{target} points were on disk")
+            wait_until(lambda target=target: progress(h5) >= target, proc, f"{target} points were on disk")
             time.sleep(rng.uniform(0.0, 0.03))  # land anywhere inside a point, a write or a flush
             assert proc.poll() is None, "the run finished before it could be killed"
             proc.send_signal(sig)

@@ -8,7 +8,8 @@
     python -m landscape_exp.study status batch_wd_small                           # or a study directory
 
 Overrides go to every stage; ``<stage>:key=value`` only to the stages whose config name contains
-``<stage>`` (``compare:`` to the comparison). A study is a list of stages in ``sweeps/studies.yaml`` (sweep configs of ``sweeps/``), then
+``<stage>`` (``compare:`` to the comparison). A study is a list of stages in ``sweeps/studies.yaml`` \
+(sweep configs of ``sweeps/``), then
 ``task=compare`` over the study's directory (``<output dir>/studies/<study>``, or ``--dir``). With
 a Slurm launcher every stage is submitted at once, each stage's jobs after the previous stage's
 have succeeded (``sbatch --dependency=afterok:<job ids>``), and the command returns: ``--wait``

@@ -40,14 +40,16 @@ def study_status(sdir: str | Path) -> list[dict[str, Any]]:
     sdir = Path(sdir)
     meta_file = sdir / "study.json"
     if not meta_file.is_file():
-        raise UserError(f"{str(sdir)!r} is not a study directory (no study.json); run `python -m landscape_exp.study run <study>` first")
+        raise UserError(f"{str(sdir)!r} is not a study directory (no study.json); "
+                        "run `python -m landscape_exp.study run <study>` first")
     meta = json.loads(meta_file.read_text())
     rows: list[dict[str, Any]] = []
     for st in meta.get("stages", []):
         try:
             rec = json.loads(Path(st["record"]).read_text())
         except (OSError, ValueError):
-            rows.append({"stage": st["stage"], "job_id": "-", "state": "UNKNOWN", "dir": st.get("sweep_dir", ""), "detail": "no jobs.json"})
+            rows.append({"stage": st["stage"], "job_id": "-", "state": "UNKNOWN", "dir": st.get("sweep_dir", ""),
+                         "detail": "no jobs.json"})
             continue
         for job in rec.get("jobs", []):
             rows.append({"stage": st["stage"], "job_id": str(job.get("job_id")), "dir": job.get("dir") or "",
@@ -80,7 +82,8 @@ def format_status(sdir: str | Path, rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [f"study {Path(sdir).name} ({sdir}):"]
     for r in rows:
         rel = os.path.relpath(r["dir"], sdir) if r.get("dir") else "-"
-        lines.append(f"  {r['stage']:<24} {r['job_id']:<12} {r['state']:<28} {rel}" + (f"  {r['detail']}" if r.get("detail") else ""))
+        lines.append(f"  {r['stage']:<24} {r['job_id']:<12} {r['state']:<28} {rel}"
+                     + (f"  {r['detail']}" if r.get("detail") else ""))
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"].split()[0]] = counts.get(r["state"].split()[0], 0) + 1

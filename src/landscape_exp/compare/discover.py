@@ -90,7 +90,8 @@ def _shard_note(shards: Sequence[tuple[Path, Mapping[str, Any]]]) -> str:
     names = ", ".join(p.name for p, _ in shards[:6]) + (", ..." if len(shards) > 6 else "")
     text = f"skipping {len(shards)} shard jobs ({names}): not runs of their own"
     if homes:
-        text += f"; their surfaces are merged in {len(homes)} directories ({', '.join(sorted(homes)[:3])}{', ...' if len(homes) > 3 else ''}), counted there"
+        text += (f"; their surfaces are merged in {len(homes)} directories "
+                 f"({', '.join(sorted(homes)[:3])}{', ...' if len(homes) > 3 else ''}), counted there")
     if unmerged:
         text += f"; {len(unmerged)} name no merged surface yet (task=merge merges shards by hand)"
     return text

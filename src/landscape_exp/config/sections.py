@@ -29,6 +29,7 @@ from landscape_exp.config.choices import (
     check_ignore,
 )
 from landscape_exp.config.reader import Section
+from landscape_exp.config.tasks import TASK_SPECS
 from landscape_exp.errors import UserError, choice_error
 
 
@@ -122,7 +123,8 @@ class DirectionSettings:
 
     @classmethod
     def read(cls, n: Section, task: Section, normalization: Section, needs_file: bool) -> DirectionSettings:
-        kind = n.raw("type") if n.raw("type") is not None else (task.raw("direction_type") if task.has("direction_type") else "weights")
+        kind = (n.raw("type") if n.raw("type") is not None
+                else (task.raw("direction_type") if task.has("direction_type") else "weights"))
         if kind not in DIRECTION_TYPES:
             raise choice_error("direction.type", kind, DIRECTION_TYPES)
         ignore = n.raw("ignore") if n.raw("ignore") is not None else (task.raw("ignore") if task.has("ignore") else "biasbn")
@@ -148,7 +150,8 @@ def _seeds(v: Any, task: Any) -> tuple[int, ...] | None:
     if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) < 2 or len(set(v)) != len(v) \
             or any(isinstance(x, bool) or not isinstance(x, int) for x in v):
         raise UserError(f"direction.seeds={v!r} must be null or a list of 2 or more distinct integers, e.g. [1,2,3]")
-    if task in ("surface2d", "interp1d", "plane", "hessian_surface", "trajectory"):  # tasks without directions ignore it
+    spec = TASK_SPECS.get(str(task))
+    if spec is not None and spec.directions and task != "surface1d":  # tasks without directions ignore it
         raise UserError(f"direction.seeds is for task=surface1d (one random direction per seed); task={task} takes none")
     return tuple(int(x) for x in v) if task == "surface1d" else None
 

@@ -78,12 +78,14 @@ def _combine(w1: Sequence[torch.Tensor], theta: Sequence[torch.Tensor], w2: Sequ
     return out
 
 
-def bezier_point(w1: Sequence[torch.Tensor], theta: Sequence[torch.Tensor], w2: Sequence[torch.Tensor], t: float) -> list[torch.Tensor]:
+def bezier_point(w1: Sequence[torch.Tensor], theta: Sequence[torch.Tensor], w2: Sequence[torch.Tensor],
+                 t: float) -> list[torch.Tensor]:
     """``(1-t)^2 w1 + 2t(1-t) theta + t^2 w2`` tensor by tensor (differentiable in all three)."""
     return _combine(w1, theta, w2, curve_coefficients("bezier", t))
 
 
-def polychain_point(w1: Sequence[torch.Tensor], theta: Sequence[torch.Tensor], w2: Sequence[torch.Tensor], t: float) -> list[torch.Tensor]:
+def polychain_point(w1: Sequence[torch.Tensor], theta: Sequence[torch.Tensor], w2: Sequence[torch.Tensor],
+                    t: float) -> list[torch.Tensor]:
     """The polygonal chain ``w1 -> theta -> w2`` with the bend at ``t = 1/2``."""
     return _combine(w1, theta, w2, curve_coefficients("polychain", t))
 
@@ -93,7 +95,8 @@ def segment_point(w1: Sequence[torch.Tensor], w2: Sequence[torch.Tensor], t: flo
     return _combine(w1, w1, w2, curve_coefficients("segment", t))
 
 
-def curve_point(kind: str, w1: Sequence[torch.Tensor], theta: Sequence[torch.Tensor], w2: Sequence[torch.Tensor], t: float) -> list[torch.Tensor]:
+def curve_point(kind: str, w1: Sequence[torch.Tensor], theta: Sequence[torch.Tensor], w2: Sequence[torch.Tensor],
+                t: float) -> list[torch.Tensor]:
     """The point at ``t`` of a curve ``kind`` (``bezier``, ``polychain`` or ``segment``)."""
     return _combine(w1, theta, w2, curve_coefficients(kind, t))
 
@@ -138,10 +141,12 @@ class CurveModel(nn.Module):
             raise UserError(f"end points have {len(w1)} and {len(w2)} tensors but the model has {len(params)} parameters")
         for i, (a, b, p) in enumerate(zip(w1, w2, params)):
             if a.shape != p.shape or b.shape != p.shape:
-                raise UserError(f"end-point tensor {self.names[i]!r} has shapes {tuple(a.shape)}, {tuple(b.shape)}; the model's is {tuple(p.shape)}")
+                raise UserError(f"end-point tensor {self.names[i]!r} has shapes {tuple(a.shape)}, {tuple(b.shape)}; "
+                                f"the model's is {tuple(p.shape)}")
             self.register_buffer(f"end1_{i}", a.detach().to(device=p.device, dtype=p.dtype).clone())
             self.register_buffer(f"end2_{i}", b.detach().to(device=p.device, dtype=p.dtype).clone())
-        init = midpoint(self.end1, self.end2) if bend is None else [t.detach().to(device=p.device, dtype=p.dtype) for t, p in zip(bend, params)]
+        init = (midpoint(self.end1, self.end2) if bend is None
+                else [t.detach().to(device=p.device, dtype=p.dtype) for t, p in zip(bend, params)])
         if len(init) != len(params) or any(t.shape != p.shape for t, p in zip(init, params)):
             raise UserError("the bend does not have the model's parameter shapes")
         self.bend = nn.ParameterList([nn.Parameter(t.clone()) for t in init])

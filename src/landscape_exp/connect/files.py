@@ -56,7 +56,8 @@ def load_curve_file(path: str | Path) -> dict[str, Any]:
         raise UserError(f"curve file {str(p)!r} was refused: it holds objects other than tensors and plain data "
                         f"({refusal_reason(e)}), which could run code when loaded") from None
     except Exception as e:  # truncated file, not a torch file
-        raise UserError(f"curve file {str(p)!r} is unreadable or holds more than tensors and plain data ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
+        raise UserError(f"curve file {str(p)!r} is unreadable or holds more than tensors and plain data "
+                        f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
     if not isinstance(data, dict) or data.get("format") != CURVE_FORMAT:
         raise UserError(f"{str(p)!r} is not a curve file (format {CURVE_FORMAT!r}); task=connect writes one as curve.pt")
     missing = [k for k in ("curve", "model_cfg", "param_names", "end1", "end2", "bend") if k not in data]

@@ -60,7 +60,8 @@ def resolve_precision(mode: str, channels_last: bool | None, compile: bool, devi
     if f is not None and mode == "bf16" and not f.bf16_kernels:
         if emulate_bf16:
             notices.append(f"precision=bf16 is emulated on this CPU ({f.describe()}; oneDNN's bf16 kernels need "
-                           f"{bf16_missing(f)}): bf16 rounding as asked, 7-11x slower than fp32 on an AVX2 EPYC, convolutions unfused")
+                           f"{bf16_missing(f)}): bf16 rounding as asked, 7-11x slower than fp32 on an AVX2 EPYC, "
+                           "convolutions unfused")
         else:
             mode = "fp32"
             notices.append(f"precision=bf16 falls back to fp32: this CPU ({f.model or f.machine}) lacks what oneDNN's "

@@ -270,7 +270,8 @@ def figure_measures_vs_target(rows: Sequence[Mapping[str, Any]], target: str, me
         err = _errors(rows, m, v)
         for i, lab in enumerate(labels):
             ax.errorbar(v[i:i + 1], t[i:i + 1], xerr=err[:, i:i + 1] if err is not None else None, color=f"C{i % 10}",
-                        marker=MARKERS[i // 10 % len(MARKERS)], markersize=5, linestyle="none", capsize=3 if err is not None else 0, label=lab)
+                        marker=MARKERS[i // 10 % len(MARKERS)], markersize=5, linestyle="none",
+                        capsize=3 if err is not None else 0, label=lab)
         ax.set_xlabel(wrap(m, 40), fontsize=7)
         ax.set_ylabel(what if len(what) < 20 else target.replace("_", " "), fontsize=7)
         ax.tick_params(labelsize=7)

@@ -200,7 +200,8 @@ def write_trajectory(path: str | Path, rows: Mapping[int, Mapping[str, Any]], *,
         k_max = max((len(rows[e]["top_eigenvalues"]) for e in epochs), default=0)
         f.create_dataset("top_eigenvalues", data=_padded([np.asarray(rows[e]["top_eigenvalues"]) for e in epochs], k_max))
         f.create_dataset("top_residuals", data=_padded([np.asarray(rows[e]["top_residuals"]) for e in epochs], k_max))
-        f.create_dataset("top_converged", data=_padded([np.asarray(rows[e]["top_converged"]) for e in epochs], k_max, 0).astype(bool))
+        f.create_dataset("top_converged",
+                         data=_padded([np.asarray(rows[e]["top_converged"]) for e in epochs], k_max, 0).astype(bool))
         dim = int(rows[epochs[0]]["top_eigenvectors"].shape[1]) if epochs else 0
         vecs = np.full((len(epochs), k_max, dim), np.nan, dtype=np.float32)
         for i, e in enumerate(epochs):

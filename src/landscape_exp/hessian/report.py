@@ -273,7 +273,8 @@ def spectrum_report(op: HessianOperator, settings: SpectrumSettings, *, selectio
                                                                generator=seeded_generator(s.seed + 1), **kw))
         report = SpectrumReport(PairSet.of(top), bottom)
         if s.trace_probes:
-            with timed_stage(op, "trace", num_hvp, seconds, progress, f"trace, {s.trace_probes} Hutchinson probes", s.trace_probes):
+            with timed_stage(op, "trace", num_hvp, seconds, progress, f"trace, {s.trace_probes} Hutchinson probes",
+                             s.trace_probes):
                 tr, se, samples = density.hutchinson_trace(op.matvec, dim, s.trace_probes,
                                                             generator=seeded_generator(s.seed + 2), device=dev)
             report.trace, report.trace_stderr, report.trace_samples = tr, se, samples.numpy()

@@ -64,7 +64,8 @@ def open_h5(path: str | Path, what: str, *, hint: str = "") -> h5py.File:
     try:
         return h5py.File(path, "r")
     except H5_ERRORS as e:
-        raise UserError(f"{what} {str(path)!r} is unreadable or corrupt, not a readable HDF5 file ({one_line(e)}){hint}") from None
+        raise UserError(f"{what} {str(path)!r} is unreadable or corrupt, not a readable HDF5 file "
+                        f"({one_line(e)}){hint}") from None
 
 
 def one_line(e: BaseException, limit: int = 200) -> str:

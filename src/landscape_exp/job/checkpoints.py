@@ -96,7 +96,8 @@ def check_model_fits_dataset(model: nn.Module, dataset: ImageDataset, name: str)
     finally:
         model.train(was_training)
     if out.shape[-1] != dataset.num_classes:
-        raise UserError(f"model {name!r} has {out.shape[-1]} outputs but dataset {dataset.name!r} has {dataset.num_classes} classes")
+        raise UserError(f"model {name!r} has {out.shape[-1]} outputs but dataset {dataset.name!r} has "
+                        f"{dataset.num_classes} classes")
 
 
 def trusted_targets(ctx: RunContext) -> frozenset[str]:

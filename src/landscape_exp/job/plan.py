@@ -27,7 +27,8 @@ def plan_job(ctx: RunContext, dataset: ImageDataset, work: str) -> None:
     name = str(model_cfg.get("name", "?"))
     try:
         with torch.device("meta"):  # counting parameters needs no memory
-            params = f"{sum(p.numel() for p in build_model(dict(model_cfg), trusted=trusted_targets(ctx)).parameters()):,} parameters"
+            params = (f"{sum(p.numel() for p in build_model(dict(model_cfg), trusted=trusted_targets(ctx)).parameters()):,}"
+                      " parameters")
     except Exception:  # a model that cannot be built here (bad options, one of the user's own): the real build says why
         params = "parameters unknown"
     if adopted:

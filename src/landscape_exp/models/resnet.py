@@ -89,21 +89,15 @@ class CifarResNet(nn.Module):
         return self.linear(out)
 
 
-# He et al.'s ResNet-20/56/110 and the original tool's wide ResNet-56s, each with and without
-# skips; written out so that every name of conf/model/ is found by grep.
+# He et al.'s ResNet-20/56/110 and the original tool's wide ResNet-56s: (name, depth, width), each
+# registered with skips and without (``<name>_noshort``), as the files of conf/model/ name them.
+_RESNETS = (("resnet20", 20, 1), ("resnet56", 56, 1), ("resnet110", 110, 1),
+            ("wrn56_2", 56, 2), ("wrn56_4", 56, 4), ("wrn56_8", 56, 8))
+
+
 @register_builder(
-    variant("resnet20", depth=20, width=1, shortcut=True),
-    variant("resnet20_noshort", depth=20, width=1, shortcut=False),
-    variant("resnet56", depth=56, width=1, shortcut=True),
-    variant("resnet56_noshort", depth=56, width=1, shortcut=False),
-    variant("resnet110", depth=110, width=1, shortcut=True),
-    variant("resnet110_noshort", depth=110, width=1, shortcut=False),
-    variant("wrn56_2", depth=56, width=2, shortcut=True),
-    variant("wrn56_2_noshort", depth=56, width=2, shortcut=False),
-    variant("wrn56_4", depth=56, width=4, shortcut=True),
-    variant("wrn56_4_noshort", depth=56, width=4, shortcut=False),
-    variant("wrn56_8", depth=56, width=8, shortcut=True),
-    variant("wrn56_8_noshort", depth=56, width=8, shortcut=False),
+    *(variant(f"{name}{tail}", depth=depth, width=width, shortcut=not tail)
+      for name, depth, width in _RESNETS for tail in ("", "_noshort")),
     data=CIFAR10,
 )
 def cifar_resnet(

@@ -162,7 +162,8 @@ def run_surface(ctx: RunContext, *, target: Target, grid: Grid, origin: Origin, 
     with store:
         plane.save()  # only now: the surface file accepted this config
         todo = len(store.pending())
-        what = f"shard {target.index} of {target.count}: {len(store.indices)} of {grid.size}" if target.count > 1 else f"{grid.size}"
+        what = (f"shard {target.index} of {target.count}: {len(store.indices)} of {grid.size}" if target.count > 1
+                else f"{grid.size}")
         print(f"{s.task}: {what} points ({store.num_done} already done, {todo} to compute) -> {target.store_path}")
         stats = compute_surface(space, grid, store, _Announcing(measure, lambda: surface_cheaper(ctx, grid)),
                                 progress=ctx.progress, desc=desc)

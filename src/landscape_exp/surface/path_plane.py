@@ -40,7 +40,8 @@ def checkpoint_paths(ctx: RunContext) -> tuple[list[Path], str]:
         paths = [Path(p).expanduser() for p in t.checkpoints]
         for p in paths:
             if not p.is_file():
-                raise UserError(f"checkpoint {str(p)!r} in checkpoints= does not exist" if not p.exists() else f"checkpoint {str(p)!r} is not a file")
+                raise UserError(f"checkpoint {str(p)!r} in checkpoints= does not exist" if not p.exists()
+                                else f"checkpoint {str(p)!r} is not a file")
         return paths, "checkpoints"
     if s.run_dir:
         return epoch_checkpoints(s.run_dir, t.start_epoch, t.stride), str(Path(s.run_dir).resolve())

@@ -100,7 +100,8 @@ def build_plane(ctx: RunContext, model: nn.Module, model_cfg: dict[str, Any], nd
     return Plane(dirs, info, dir_file, names=[n for n, _ in named_tensors(model, kind)], pending=True)
 
 
-def _other_model(ctx: RunContext, which: str, seed_offset: int, ref_cfg: dict[str, Any], kind: str) -> tuple[list[torch.Tensor], str]:
+def _other_model(ctx: RunContext, which: str, seed_offset: int, ref_cfg: dict[str, Any],
+                 kind: str) -> tuple[list[torch.Tensor], str]:
     """Tensors of direction.model2 / model3 (trained with seed+offset if not given)."""
     given = getattr(ctx.settings.direction, which)
     path = ensure_checkpoint(ctx, seed_offset=seed_offset, explicit=given)

@@ -70,7 +70,8 @@ def stack_surfaces(files: Sequence[str | Path]) -> dict[str, Any]:
     return out
 
 
-def seed_measures(stack: Mapping[str, Any], summaries: Sequence[Mapping[str, Any]], confidence: float = 0.95) -> dict[str, Measure]:
+def seed_measures(stack: Mapping[str, Any], summaries: Sequence[Mapping[str, Any]],
+                  confidence: float = 0.95) -> dict[str, Measure]:
     """``surface_seed_spread`` and ``seeds_<m>`` (see the module) from stacked surfaces and the seeds' summaries."""
     out: dict[str, Measure] = {}
     if "train_loss" in stack and stack["train_loss"].shape[0] >= 2:

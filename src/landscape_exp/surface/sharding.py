@@ -100,7 +100,8 @@ def merge_shards(surface_path: str | Path, count: int, *, require_complete: bool
         if incomplete:
             if not require_complete:
                 return None
-            raise UserError(f"cannot merge: shard {str(paths[i])!r} still has {incomplete} of {len(own)} points to compute; rerun it")
+            raise UserError(f"cannot merge: shard {str(paths[i])!r} still has {incomplete} of {len(own)} points to compute; "
+                            "rerun it")
     attrs = {k: v for k, v in shards[0]["attrs"].items() if k not in ("fingerprint", "num_done", "num_points")}
     attrs["merged_from"] = json.dumps([str(p) for p in paths])
     extra = {"dir_file": shards[0]["dir_file"]} if "dir_file" in shards[0] else None
@@ -157,5 +158,6 @@ def shard_count(surface_path: str | Path, configured: int = 1) -> int:
         )
     if len(found) > 1:
         splits = ", ".join(f"{c} ({len(i)} files)" for c, i in found.items())
-        raise UserError(f"shard files of several splits next to {str(surface_path)!r}: counts {splits}; choose one with shard.count=N")
+        raise UserError(f"shard files of several splits next to {str(surface_path)!r}: counts {splits}; "
+                        "choose one with shard.count=N")
     return next(iter(found))

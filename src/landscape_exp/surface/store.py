@@ -43,7 +43,8 @@ def metric_names(splits: Sequence[str], quantities: Sequence[str] = ("loss", "ac
 
 def fingerprint_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     keys = sorted(set(old) | set(new))
-    return [k for k in keys if json.dumps(old.get(k), sort_keys=True, default=str) != json.dumps(new.get(k), sort_keys=True, default=str)]
+    return [k for k in keys
+            if json.dumps(old.get(k), sort_keys=True, default=str) != json.dumps(new.get(k), sort_keys=True, default=str)]
 
 
 def _axis(coordinates: Any) -> Axis:

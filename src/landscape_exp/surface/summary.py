@@ -27,7 +27,8 @@ def summarize(surface: dict[str, Any], grid: Grid) -> dict[str, Any]:
         out[f"{key}/centre"] = float(v[centre]) if done[centre] else math.nan
         finite = done & np.isfinite(v)
         if finite.any():
-            best = int(np.nanargmin(np.where(finite, v, np.inf))) if key.endswith("loss") else int(np.nanargmax(np.where(finite, v, -np.inf)))
+            best = (int(np.nanargmin(np.where(finite, v, np.inf))) if key.endswith("loss")
+                    else int(np.nanargmax(np.where(finite, v, -np.inf))))
             out[f"{key}/{'min' if key.endswith('loss') else 'max'}"] = float(v[best])
             out[f"{key}/argbest"] = [float(c) for c in grid.point(best)]
         out.update({f"{key}/{k}": n for k, n in finite_summary(v, done).items()})

@@ -32,7 +32,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     s, hs = ctx.settings, ctx.settings.hessian
     assert hs is not None
     if s.direction.type != "weights":
-        raise UserError(f"task=hessian differentiates the parameters: direction.type={s.direction.type!r} is not allowed; use weights")
+        raise UserError(f"task=hessian differentiates the parameters: direction.type={s.direction.type!r} "
+                        "is not allowed; use weights")
     if s.y:
         raise UserError(f"task 'hessian' draws 1D curves; drop y={s.y}")
     axis = parse_axis(s.x, "x") if s.x else None  # a malformed x fails before any work
@@ -63,7 +64,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
         grad = op.gradient().double().cpu()
     top_v, bot_v = report.top.vectors[0], report.bottom.vectors[0]
     slopes = (float(grad @ top_v.double()), float(grad @ bot_v.double()))
-    alphas = (axis or Axis(-H.curve_half_width(report.lambda_max), H.curve_half_width(report.lambda_max), CURVE_POINTS)).coordinates
+    alphas = (axis or Axis(-H.curve_half_width(report.lambda_max), H.curve_half_width(report.lambda_max),
+                           CURVE_POINTS)).coordinates
     t0 = time.perf_counter()
     curve_loss, curve_acc = H.loss_along(model, sel, torch.stack([top_v, bot_v]), alphas, data, loss=s.eval.loss,
                                          batch_size=ctx.eval_batch_size)

@@ -108,7 +108,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
                                       trace_stderr=col["trace_stderr"] if traced else None), ctx.out_dir / "hessian_trajectory")
         figs += save(figure_curvature_along_training(e, col["overlap"], col["gradient_top_fraction"], k=sp.k, dim=dim,
                                                      title=title, num_outliers=col["num_outliers"] if sp.density_probes else None,
-                                                     num_classes=dataset.num_classes), ctx.out_dir / "hessian_trajectory_curvature")
+                                                     num_classes=dataset.num_classes),
+                     ctx.out_dir / "hessian_trajectory_curvature")
         ctx.tracker.log_images(figs, prefix="hessian_trajectory/")
         summary["figures"] = [str(f) for f in figs]
     ctx.tracker.log_curve("hessian/trajectory", epochs, {k: col[k].tolist() for k in ("lambda_max", "trace", "overlap",

@@ -81,8 +81,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
             summary["cosine_similarity"] = cos
             print(f"cosine similarity of the two directions: {cos:.3e}")
         if summary.get("train_loss/nonfinite", 0):
-            print(f"warning: {summary['train_loss/nonfinite']} points have a NaN or infinite training loss; stored as such, masked in figures")
-        figs = render_surface(surface, rctx.out_dir, s.plot, barrier=surface_barrier_annotation(surface)) if s.plot.enabled else []
+            print(f"warning: {summary['train_loss/nonfinite']} points have a NaN or infinite training loss; "
+                  "stored as such, masked in figures")
+        figs = (render_surface(surface, rctx.out_dir, s.plot, barrier=surface_barrier_annotation(surface)) if s.plot.enabled
+                else [])
         if grid.ndim == 1:
             done = surface["done"].ravel()
             curves = {k: np.where(done, surface[k], np.nan) for k in surface if k.endswith(("_loss", "_acc"))}

@@ -170,7 +170,8 @@ def train_model(
         model.eval()
         tr = evaluate(model, train_data, loss=loss, batch_size=eval_batch_size)
         te = evaluate(model, test_data, loss=loss, batch_size=eval_batch_size)
-        m0 = {"epoch": 0, "train_loss": tr[0], "train_acc": tr[1], "test_loss": te[0], "test_acc": te[1], "lr": opt.param_groups[0]["lr"]}
+        m0 = {"epoch": 0, "train_loss": tr[0], "train_acc": tr[1], "test_loss": te[0], "test_acc": te[1],
+              "lr": opt.param_groups[0]["lr"]}
         history.append(m0)
         save_checkpoint(epoch_path(ckpt_dir, 0), payload(0, m0))
 

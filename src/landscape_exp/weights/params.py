@@ -138,7 +138,8 @@ def vector_to_direction(vec: Tensor, model: nn.Module, selection: ParamSelection
     ``model.parameters()`` entry (the parameter's shape, dtype and device), zeros elsewhere."""
     params = list(model.parameters())
     if len(params) != selection.num_tensors:
-        raise UserError(f"the selection is for a model with {selection.num_tensors} parameter tensors, this one has {len(params)}")
+        raise UserError(f"the selection is for a model with {selection.num_tensors} parameter tensors, "
+                        f"this one has {len(params)}")
     if vec.dim() != 1 or vec.numel() != selection.dim:
         raise UserError(f"eigenvector has shape {tuple(vec.shape)}; the selected parameters hold {selection.dim} numbers")
     out = [torch.zeros_like(p, memory_format=torch.contiguous_format).detach() for p in params]

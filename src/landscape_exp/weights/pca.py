@@ -53,7 +53,8 @@ def _row_dtype(final: Sequence[torch.Tensor]) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def trajectory_row(theta: Sequence[torch.Tensor], final: Sequence[torch.Tensor], mask: Sequence[bool] | None = None) -> torch.Tensor:
+def trajectory_row(theta: Sequence[torch.Tensor], final: Sequence[torch.Tensor],
+                   mask: Sequence[bool] | None = None) -> torch.Tensor:
     """``theta - final`` over the selected tensors, flattened; on ``final``'s device."""
     if len(theta) != len(final):
         raise UserError(f"a checkpoint has {len(theta)} tensors but the final one has {len(final)}")
@@ -68,7 +69,8 @@ def trajectory_row(theta: Sequence[torch.Tensor], final: Sequence[torch.Tensor],
     return torch.cat(parts)
 
 
-def trajectory_matrix(thetas: Sequence[Sequence[torch.Tensor]], final: Sequence[torch.Tensor], mask: Sequence[bool] | None = None) -> torch.Tensor:
+def trajectory_matrix(thetas: Sequence[Sequence[torch.Tensor]], final: Sequence[torch.Tensor],
+                      mask: Sequence[bool] | None = None) -> torch.Tensor:
     """The ``(n, d)`` matrix whose row ``i`` is ``theta_i - final`` over the selected tensors."""
     if not thetas:
         raise UserError("the trajectory has no checkpoints")
@@ -132,7 +134,8 @@ def pca(matrix: torch.Tensor, k: int = 2) -> PCAResult:
     tol = float(evals[0]) * n * torch.finfo(torch.float64).eps * 10
     rank = int((evals > tol).sum())
     if rank < k:
-        raise UserError(f"the trajectory spans only {rank} dimension(s) over the selected weights; {k} principal components need {k}")
+        raise UserError(f"the trajectory spans only {rank} dimension(s) over the selected weights; "
+                        f"{k} principal components need {k}")
     sv = evals[:k].sqrt()
     u = evecs[:, :k]
     comps = torch.empty(k, d, dtype=torch.float64, device=dev)
